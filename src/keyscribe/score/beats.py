@@ -1,0 +1,299 @@
+"""Metre and tempo from performed notes: beats, downbeats, beats per bar, compound or simple.
+
+Two trackers share one decoder:
+
+* `rule` (baseline): a note-onset salience envelope (velocity, chord size, bass, length), a smoothed
+  local-tempo path from windowed autocorrelation, and Ellis-style dynamic-programming beat tracking.
+* `model` (default when the shipped weights load): a small temporal convolutional network on a piano-roll
+  of onsets (`beatnet.py`) predicts beat and downbeat activations; the same decoder turns them into
+  beats, and downbeats are placed by the best bar length and phase under the downbeat activation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from keyscribe.errors import ScoreError
+from keyscribe.notes import Note, Performance
+
+FPS = 50  # frames per second of every envelope / activation here
+MIN_PERIOD_S, MAX_PERIOD_S = 0.2, 2.0
+
+
+@dataclass
+class Metre:
+    """Beat times (s), downbeat times (s), beats per bar, whether beats divide in three, tempo (bpm)."""
+
+    beats: np.ndarray
+    downbeats: np.ndarray
+    beats_per_bar: int
+    compound: bool
+    tempo_bpm: float
+    first_downbeat: int  # index into `beats` of the first downbeat
+
+    @property
+    def time_signature(self) -> str:
+        if self.compound:
+            return f"{3 * self.beats_per_bar}/8"
+        return f"{self.beats_per_bar}/4"
+
+    @property
+    def beat_ql(self) -> Fraction:
+        """Length of one beat in quarter notes (1 for x/4, 3/2 for x/8 compound)."""
+        return Fraction(3, 2) if self.compound else Fraction(1)
+
+
+# ----------------------------------------------------------------------------------------------- features
+def onset_envelope(notes: tuple[Note, ...] | list[Note], fps: int = FPS, n_frames: int | None = None) -> np.ndarray:
+    """Salience of note onsets per frame: louder, lower, longer and chordal onsets weigh more."""
+    end = max((n.onset_s for n in notes), default=0.0)
+    n = n_frames or int(end * fps) + fps * 2
+    env = np.zeros(n)
+    if not notes:
+        return env
+    on = np.array([x.onset_s for x in notes])
+    off = np.array([x.offset_s for x in notes])
+    pitch = np.array([x.pitch for x in notes])
+    vel = np.array([x.velocity for x in notes])
+    dur = np.clip(off - on, 0.05, 2.0)
+    w = (0.3 + vel / 127.0) * (0.6 + np.sqrt(dur)) * (1.0 + 0.6 * (pitch < 55))
+    idx = np.clip(np.round(on * fps).astype(int), 0, n - 1)
+    np.add.at(env, idx, w)
+    env = gaussian_filter1d(env, 1.0)
+    return env / (env.max() + 1e-9)
+
+
+# ----------------------------------------------------------------------------------------------- tempo
+def _log_prior(periods: np.ndarray, centre: float = 0.55, width_oct: float = 0.9) -> np.ndarray:
+    return -0.5 * (np.log2(periods / centre) / width_oct) ** 2
+
+
+def local_periods(act: np.ndarray, fps: int = FPS, win_s: float = 8.0, hop_s: float = 1.0,
+                  prior_centre: float = 0.55) -> np.ndarray:
+    """Beat period (frames) per frame: windowed autocorrelation + Viterbi smoothing over log-period."""
+    lags = np.unique(np.round(np.geomspace(MIN_PERIOD_S * fps, MAX_PERIOD_S * fps, 60)).astype(int))
+    win, hop = int(win_s * fps), int(hop_s * fps)
+    n = len(act)
+    centres = np.arange(0, max(n, 1), hop)
+    x = act - gaussian_filter1d(act, fps * 0.5)
+    obs = np.zeros((len(centres), len(lags)))
+    for i, c in enumerate(centres):
+        a, b = max(0, c - win // 2), min(n, c + win // 2)
+        seg = x[a:b]
+        if len(seg) < 2 * lags.max():
+            seg = x[max(0, min(a, n - 2 * lags.max() - 1)):min(n, max(b, 2 * lags.max() + 1))]
+        ac = np.array([np.dot(seg[:-l], seg[l:]) / (len(seg) - l) if l < len(seg) else 0.0 for l in lags])
+        # comb: a beat period is supported by its double (bar-ish level) and its half
+        ac2 = np.array([ac[np.argmin(np.abs(lags - 2 * l))] if 2 * l <= lags.max() else 0.0 for l in lags])
+        obs[i] = ac + 0.5 * np.maximum(ac2, 0)
+    obs = obs / (np.abs(obs).max(axis=1, keepdims=True) + 1e-9)
+    score = obs * 4.0 + _log_prior(lags / fps, prior_centre)[None, :]
+    # Viterbi: penalise tempo jumps in log2 units
+    logl = np.log2(lags)
+    trans = -8.0 * (logl[:, None] - logl[None, :]) ** 2
+    dp = score[0].copy()
+    back = np.zeros(obs.shape, dtype=int)
+    for i in range(1, len(centres)):
+        cand = dp[:, None] + trans
+        back[i] = np.argmax(cand, axis=0)
+        dp = cand[back[i], np.arange(len(lags))] + score[i]
+    path = np.zeros(len(centres), dtype=int)
+    path[-1] = int(np.argmax(dp))
+    for i in range(len(centres) - 1, 0, -1):
+        path[i - 1] = back[i, path[i]]
+    per = lags[path].astype(float)
+    return np.interp(np.arange(n), centres, per)
+
+
+def track_beats(act: np.ndarray, periods: np.ndarray, fps: int = FPS, tightness: float = 6.0) -> np.ndarray:
+    """Ellis (2007) dynamic-programming beat tracking with a frame-dependent period. Returns seconds."""
+    n = len(act)
+    if n == 0 or act.max() <= 0:
+        return np.zeros(0)
+    score = np.zeros(n)
+    back = np.full(n, -1)
+    a = act / (act.max() + 1e-9)
+    for t in range(n):
+        p = periods[t]
+        lo, hi = int(t - 2 * p), int(t - p / 2)
+        if hi < 0:
+            score[t] = a[t]
+            continue
+        lo = max(lo, 0)
+        taus = np.arange(lo, hi + 1)
+        pen = -tightness * np.log((t - taus) / p) ** 2
+        cand = score[taus] + pen
+        k = int(np.argmax(cand))
+        score[t] = a[t] + cand[k]
+        back[t] = taus[k]
+    # end: best score among frames in the last period
+    last_p = int(periods[-1])
+    tail = np.arange(max(0, n - last_p - 1), n)
+    # take the last local maximum with a salient activation
+    t = int(tail[np.argmax(score[tail] - 0.0 * tail)])
+    beats = [t]
+    while back[t] >= 0:
+        t = int(back[t])
+        beats.append(t)
+    return np.array(beats[::-1], dtype=float) / fps
+
+
+def _trim_to_notes(beats: np.ndarray, notes, period: float) -> np.ndarray:
+    if len(beats) == 0 or not notes:
+        return beats
+    first = min(n.onset_s for n in notes)
+    last = max(n.onset_s for n in notes)
+    return beats[(beats >= first - 0.6 * period) & (beats <= last + 0.6 * period)]
+
+
+# ----------------------------------------------------------------------------------------------- metre
+def beat_features(notes, beats: np.ndarray) -> np.ndarray:
+    """Per-beat evidence for a downbeat: onset salience, bass onsets, harmonic change, long notes."""
+    nb = len(beats)
+    if nb == 0:
+        return np.zeros((0, 4))
+    on = np.array([x.onset_s for x in notes])
+    pitch = np.array([x.pitch for x in notes])
+    vel = np.array([x.velocity for x in notes])
+    dur = np.array([x.offset_s - x.onset_s for x in notes])
+    ibi = np.median(np.diff(beats)) if nb > 1 else 0.5
+    tol = min(0.07, 0.2 * ibi)
+    feats = np.zeros((nb, 4))
+    chroma = np.zeros((nb, 12))
+    edges = np.concatenate([beats - tol, [beats[-1] + ibi]])
+    seg = np.searchsorted(edges, on, side="right") - 1
+    low_ref = np.percentile(pitch, 20) if len(pitch) else 48
+    for i in range(nb):
+        near = np.abs(on - beats[i]) <= tol
+        if near.any():
+            feats[i, 0] = np.sum(vel[near]) / 127.0
+            feats[i, 1] = float(pitch[near].min() <= low_ref)
+            feats[i, 3] = np.log1p(dur[near].max() / ibi)
+        inseg = seg == i
+        if inseg.any():
+            np.add.at(chroma[i], pitch[inseg] % 12, np.minimum(dur[inseg], ibi) * (1 + (pitch[inseg] < 60)))
+    norm = chroma / (np.linalg.norm(chroma, axis=1, keepdims=True) + 1e-9)
+    feats[1:, 2] = 1.0 - np.sum(norm[1:] * norm[:-1], axis=1)
+    feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-9)
+    return feats
+
+
+def choose_metre(db_evidence: np.ndarray, candidates=(2, 3, 4), bias=None) -> tuple[int, int, float]:
+    """Best (beats_per_bar, phase) by mean downbeat evidence at phase positions minus the rest."""
+    bias = bias or {2: 0.0, 3: 0.0, 4: 0.05}
+    best = (4, 0, -np.inf)
+    n = len(db_evidence)
+    for m in candidates:
+        if n < 2 * m:
+            continue
+        for ph in range(m):
+            on = db_evidence[ph::m]
+            mask = np.ones(n, bool)
+            mask[ph::m] = False
+            s = on.mean() - db_evidence[mask].mean() + bias.get(m, 0.0)
+            if s > best[2]:
+                best = (m, ph, s)
+    return best
+
+
+def is_compound(notes, beats: np.ndarray) -> bool:
+    """True when onsets between beats fall mostly on thirds rather than halves/quarters of the beat."""
+    if len(beats) < 4:
+        return False
+    on = np.array([x.onset_s for x in notes])
+    x = beat_positions(on, beats)
+    frac = x - np.floor(x)
+    frac = frac[(frac > 0.1) & (frac < 0.9)]
+    if len(frac) < 8:
+        return False
+    err3 = np.abs(frac * 3 - np.round(frac * 3)) / 3
+    err4 = np.abs(frac * 4 - np.round(frac * 4)) / 4
+    near3 = np.mean(err3 < 0.04)
+    near2 = np.mean(np.abs(frac - 0.5) < 0.06)
+    return bool(near3 > 0.55 and near3 > 1.6 * near2 and np.mean(err3) < np.mean(err4))
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def extend_beats(beats: np.ndarray, start: float, end: float) -> tuple[np.ndarray, int]:
+    """Extrapolate the beat grid (with the edge periods) to cover [start, end]; returns (beats, n_prepended)."""
+    beats = np.asarray(beats, float)
+    if len(beats) < 2:
+        p = 0.5
+        beats = np.array([0.0, p]) if len(beats) == 0 else np.array([beats[0], beats[0] + p])
+    pre = []
+    p0 = beats[1] - beats[0]
+    t = beats[0] - p0
+    while t > start - p0:
+        pre.append(t)
+        t -= p0
+    post = []
+    p1 = beats[-1] - beats[-2]
+    t = beats[-1] + p1
+    while t < end + p1:
+        post.append(t)
+        t += p1
+    return np.concatenate([pre[::-1], beats, post]), len(pre)
+
+
+def beat_positions(times: np.ndarray, beats: np.ndarray) -> np.ndarray:
+    """Fractional beat index of each time (linear between beats, extrapolated at the ends)."""
+    times = np.asarray(times, float)
+    idx = np.arange(len(beats), dtype=float)
+    x = np.interp(times, beats, idx)
+    lo = times < beats[0]
+    x[lo] = (times[lo] - beats[0]) / (beats[1] - beats[0])
+    hi = times > beats[-1]
+    x[hi] = len(beats) - 1 + (times[hi] - beats[-1]) / (beats[-1] - beats[-2])
+    return x
+
+
+def snap_to_onsets(beats: np.ndarray, notes, window: float = 0.05) -> np.ndarray:
+    """Move each beat to the nearest note onset within `window` seconds (activations are 20 ms frames)."""
+    if not notes or len(beats) == 0:
+        return beats
+    on = np.unique(np.array([n.onset_s for n in notes]))
+    j = np.clip(np.searchsorted(on, beats), 1, len(on) - 1)
+    left, right = on[j - 1], on[j]
+    nearest = np.where(np.abs(beats - left) <= np.abs(right - beats), left, right)
+    return np.where(np.abs(nearest - beats) <= window, nearest, beats)
+
+
+def _finish(notes, beats: np.ndarray, db_evidence: np.ndarray, compound: bool | None = None) -> Metre:
+    if len(beats) < 2:
+        raise ScoreError("too few notes to find a beat")
+    m, ph, _ = choose_metre(db_evidence)
+    comp = is_compound(notes, beats) if compound is None else compound
+    downbeats = beats[ph::m]
+    tempo = 60.0 / float(np.median(np.diff(beats)))
+    return Metre(beats, downbeats, m, comp, tempo, ph)
+
+
+# ----------------------------------------------------------------------------------------------- entry
+def estimate_metre(perf: Performance, method: str = "auto") -> Metre:
+    """Beats, downbeats and metre of `perf`. method: 'auto' (model if shipped, else rule), 'model', 'rule'."""
+    notes = perf.notes
+    if len(notes) < 4:
+        raise ScoreError(f"need at least 4 notes to estimate a metre, got {len(notes)}")
+    if method in ("auto", "model"):
+        from keyscribe.score import beatnet
+        model = beatnet.load_default()
+        if model is not None:
+            return beatnet.estimate_metre_model(model, perf)
+        if method == "model":
+            raise ScoreError("the beat model weights are not available")
+    return estimate_metre_rule(perf)
+
+
+def estimate_metre_rule(perf: Performance) -> Metre:
+    notes = perf.notes
+    env = onset_envelope(notes)
+    per = local_periods(env)
+    beats = track_beats(env, per)
+    beats = _trim_to_notes(beats, notes, float(np.median(per)) / FPS)
+    beats = snap_to_onsets(beats, notes)
+    feats = beat_features(notes, beats)
+    ev = feats @ np.array([0.5, 1.0, 1.0, 0.7])
+    return _finish(notes, beats, ev)
