@@ -47,7 +47,59 @@ def _run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [_add_evaluate, _add_stats]
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="engrave a performance MIDI as two-staff sheet music")
+    p.add_argument("input", help="performance MIDI file (.mid)")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--formats", default="musicxml,svg,pdf,png",
+                   help="comma-separated: musicxml,svg,pdf,png (default: all)")
+    p.add_argument("--title", help="title on the score (default: from the file name)")
+    p.add_argument("--beats", choices=("auto", "model", "rule"), default="auto",
+                   help="beat tracker: the learned model (auto, when shipped) or the rule-based baseline")
+    p.set_defaults(run=_run_score)
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from keyscribe.score import performance_to_score, write_score
+    from keyscribe.score.io import load_performance
+    src = Path(args.input)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    title = args.title or src.stem.replace("_", " ")
+    score = performance_to_score(load_performance(src), title=title, beat_method=args.beats)
+    written = write_score(score, args.out, src.stem, formats=formats)
+    print(f"{src.name}: {score.time_signature}, key {score.key.name}, ~{score.tempo_bpm:.0f} bpm")
+    for paths in written.values():
+        for path in paths:
+            print(path)
+    return 0
+
+
+def _add_score_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score-eval", help="metre/key/notation accuracy on held-out ASAP pieces")
+    p.add_argument("--asap", help="ASAP folder (default: ../shared/data/asap)")
+    p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("--beats", choices=("auto", "model", "rule"), default="auto")
+    p.add_argument("--max-per-piece", type=int, default=2, help="performances per piece (default 2)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N pieces")
+    p.add_argument("--no-notation", action="store_true", help="skip the quantised-onset check")
+    p.add_argument("--json", help="write all metrics to this JSON file")
+    p.set_defaults(run=_run_score_eval)
+
+
+def _run_score_eval(args: argparse.Namespace) -> int:
+    from keyscribe.score import evaluate as score_evaluate
+    result = score_evaluate.evaluate_asap(args.asap, split=args.split, method=args.beats,
+                                          max_per_piece=args.max_per_piece, notation=not args.no_notation,
+                                          limit=args.limit)
+    print(score_evaluate.format_summary(result))
+    if args.json:
+        score_evaluate.write_json(result, args.json)
+    return 0
+
+
+COMMANDS = [_add_evaluate, _add_stats, _add_score, _add_score_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

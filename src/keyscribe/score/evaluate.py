@@ -1,0 +1,154 @@
+"""score-eval: metre, key and notation accuracy on held-out ASAP performances.
+
+Per performance: beat F1 and downbeat F1 (mir_eval.beat.f_measure, 70 ms window, no trimming of the
+first 5 s), time signature (beats per bar and simple/compound equal to the annotated first time
+signature; also the exact string), key signature (estimated fifths equal to the annotated first key
+signature, enharmonic equivalents allowed), and two notation checks: the fraction of notes whose quantised
+onset, in beats from the first note, equals the score's -- once with the estimated beats (`onset_est`) and
+once with the annotated beats (`onset_oracle`, the quantiser alone). Performance notes are related to
+score notes through the ASAP beat annotations (same pitch, nearest score position within half a beat).
+Metrics are averaged over a piece's performances, then over pieces.
+"""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections import defaultdict
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from keyscribe.score import asap
+
+METRICS = ("beat_f1", "downbeat_f1", "ts_acc", "ts_string_acc", "key_acc", "onset_est", "onset_oracle")
+
+
+def _annotated_compound(ts: str) -> bool:
+    num, den = (int(x) for x in ts.split("/"))
+    return num % 3 == 0 and num > 3 and den >= 8
+
+
+def _score_positions(entry: asap.Entry):
+    import pretty_midi
+
+    from keyscribe.score.beats import beat_positions
+    sann = asap.read_annotations(entry.score_annotations)
+    pm = pretty_midi.PrettyMIDI(str(entry.score_midi))
+    on = np.array([n.start for i in pm.instruments for n in i.notes])
+    pitch = np.array([n.pitch for i in pm.instruments for n in i.notes])
+    return beat_positions(on, sann.beats), pitch, len(sann.beats)
+
+
+def onset_agreement(qnotes, perf_notes, ann: asap.Annotations, score_pos, score_pitch) -> float:
+    """Fraction of matched notes whose quantised onset (beats from the first note) equals the score's."""
+    from keyscribe.score.beats import beat_positions
+    if not qnotes:
+        return float("nan")
+    xp = beat_positions(np.array([perf_notes[q.index].onset_s for q in qnotes]), ann.beats)
+    ref, est = [], []
+    for q, x in zip(qnotes, xp):
+        cand = np.flatnonzero(score_pitch == q.pitch)
+        if not len(cand):
+            continue
+        j = cand[np.argmin(np.abs(score_pos[cand] - x))]
+        if abs(score_pos[j] - x) > 0.5:
+            continue
+        ref.append(score_pos[j])
+        est.append(float(q.onset))
+    if not ref:
+        return float("nan")
+    ref, est = np.array(ref), np.array(est)
+    first = np.argmin(ref)
+    return float(np.mean(np.abs((ref - ref[first]) - (est - est[first])) < 1e-3))
+
+
+def oracle_metre(ann: asap.Annotations):
+    from keyscribe.score.beats import Metre
+    ts = ann.time_signatures[0][1] if ann.time_signatures else "4/4"
+    first_db = int(np.searchsorted(ann.beats, ann.downbeats[0])) if len(ann.downbeats) else 0
+    return Metre(ann.beats, ann.downbeats, ann.beats_per_bar, _annotated_compound(ts),
+                 60.0 / float(np.median(np.diff(ann.beats))), first_db)
+
+
+def evaluate_entry(entry: asap.Entry, method: str = "auto", notation: bool = True) -> dict:
+    import mir_eval
+
+    from keyscribe.score import beats, hands, quantize, spelling
+    from keyscribe.score.io import load_performance
+
+    perf = load_performance(entry.performance)
+    ann = asap.read_annotations(entry.annotations)
+    metre = beats.estimate_metre(perf, method=method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = {
+            "beat_f1": float(mir_eval.beat.f_measure(ann.beats, metre.beats, 0.07)),
+            "downbeat_f1": float(mir_eval.beat.f_measure(ann.downbeats, metre.downbeats, 0.07)),
+        }
+    ts = ann.time_signatures[0][1] if ann.time_signatures else "4/4"
+    res["ts_acc"] = float(metre.beats_per_bar == ann.beats_per_bar and metre.compound == _annotated_compound(ts))
+    res["ts_string_acc"] = float(metre.time_signature == ts)
+    key = spelling.estimate_key(perf.notes)
+    ref_key = ann.key_signatures[0][1] if ann.key_signatures else 0
+    res["key_acc"] = float(key.fifths == ref_key or abs(key.fifths - ref_key) == 12)
+    res["est"] = {"time_signature": metre.time_signature, "tempo_bpm": round(metre.tempo_bpm, 1),
+                  "key_fifths": key.fifths}
+    res["ref"] = {"time_signature": ts, "beats_per_bar": ann.beats_per_bar, "key_fifths": ref_key,
+                  "tempo_bpm": round(60.0 / float(np.median(np.diff(ann.beats))), 1)}
+    res["onset_est"] = res["onset_oracle"] = float("nan")
+    if notation and entry.score_midi.is_file() and entry.score_annotations.is_file():
+        score_pos, score_pitch, n_score_beats = _score_positions(entry)
+        if n_score_beats == len(ann.beats):  # performance and score annotations correspond beat by beat
+            notes = list(perf.notes)
+            staff = hands.split_hands(notes)
+            q_est = quantize.quantize(notes, staff, metre)
+            res["onset_est"] = onset_agreement(q_est, notes, ann, score_pos, score_pitch)
+            q_or = quantize.quantize(notes, staff, oracle_metre(ann))
+            res["onset_oracle"] = onset_agreement(q_or, notes, ann, score_pos, score_pitch)
+    return res
+
+
+def evaluate_asap(asap_dir: str | None = None, split: str = "test", method: str = "auto",
+                  max_per_piece: int = 2, notation: bool = True, limit: int | None = None,
+                  progress: bool = True) -> dict:
+    ents = asap.entries(asap_dir, split=split)
+    by_piece: dict[tuple[str, str], list[asap.Entry]] = defaultdict(list)
+    for e in ents:
+        if len(by_piece[(e.composer, e.title)]) < max_per_piece:
+            by_piece[(e.composer, e.title)].append(e)
+    pieces = sorted(by_piece)[:limit] if limit else sorted(by_piece)
+    per_perf = []
+    per_piece = {}
+    t0 = time.time()
+    for pc in pieces:
+        rows = []
+        for e in by_piece[pc]:
+            r = evaluate_entry(e, method=method, notation=notation)
+            r["name"] = e.name
+            rows.append(r)
+            per_perf.append(r)
+            if progress:
+                print(f"{e.name[:60]:60s} beat {r['beat_f1']:.2f} db {r['downbeat_f1']:.2f} "
+                      f"ts {r['est']['time_signature']}/{r['ref']['time_signature']} "
+                      f"key {r['key_acc']:.0f} onset {r['onset_est']:.2f}/{r['onset_oracle']:.2f} "
+                      f"({time.time() - t0:.0f}s)", flush=True)
+        per_piece["/".join(pc)] = {m: float(np.nanmean([r[m] for r in rows])) if any(
+            not np.isnan(r[m]) for r in rows) else float("nan") for m in METRICS}
+    summary = {m: float(np.nanmean([v[m] for v in per_piece.values()])) for m in METRICS}
+    return {"method": method, "split": split, "pieces": len(per_piece), "performances": len(per_perf),
+            "summary": summary, "per_piece": per_piece, "per_performance": per_perf}
+
+
+def format_summary(result: dict) -> str:
+    s = result["summary"]
+    lines = [f"score-eval ({result['method']}) on {result['pieces']} held-out ASAP pieces, "
+             f"{result['performances']} performances (mean over pieces):"]
+    for m in METRICS:
+        lines.append(f"  {m:14s} {s[m]:.3f}")
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(result, indent=1, default=lambda o: str(o) if isinstance(o, Fraction) else o))

@@ -1,0 +1,156 @@
+"""Train the note-sequence beat/downbeat network (`beatnet.py`) on the ASAP training split.
+
+    nice -n 10 python -m keyscribe.score.train_beats --minutes 18 --out src/keyscribe/score/beatnet.npz
+
+CPU, one thread. Held-out pieces (`asap.split_of(...) == 'test'`) are never read. Needs torch (the
+`train` extra); inference in `beatnet.py` is numpy only.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from keyscribe.score import asap, beatnet
+from keyscribe.score.io import load_performance
+
+
+def _cache(entries, cache_dir: Path) -> list[dict]:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for e in entries:
+        f = cache_dir / (e.name.replace("/", "__") + ".npz")
+        if not f.is_file():
+            perf = load_performance(e.performance)
+            ann = asap.read_annotations(e.annotations)
+            np.savez(f, on=[n.onset_s for n in perf.notes], off=[n.offset_s for n in perf.notes],
+                     pitch=[n.pitch for n in perf.notes], vel=[n.velocity for n in perf.notes],
+                     ped=np.array([[p.onset_s, p.offset_s] for p in perf.pedals]).reshape(-1, 2),
+                     beats=ann.beats, downbeats=ann.downbeats)
+        with np.load(f) as z:
+            out.append({k: z[k] for k in z.files})
+    return out
+
+
+def _crop(d: dict, rng: np.random.Generator, seconds: float):
+    stretch = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+    on, off, ped = d["on"] * stretch, d["off"] * stretch, d["ped"] * stretch
+    bt, db = d["beats"] * stretch, d["downbeats"] * stretch
+    end = max(float(on.max()) if len(on) else 0.0, 1.0)
+    t0 = float(rng.uniform(-2.0, max(end - seconds * 0.5, 0.0)))
+    sel = (on >= t0) & (on < t0 + seconds)
+    pitch = np.clip(d["pitch"][sel] + int(rng.integers(-4, 5)), 21, 108)
+    vel = np.clip(d["vel"][sel] * rng.uniform(0.75, 1.25), 1, 127)
+    n = int(seconds * beatnet.FPS)
+    ped_c = np.clip(ped - t0, 0, seconds)
+    ped_c = ped_c[ped_c[:, 1] > ped_c[:, 0]] if len(ped_c) else ped_c
+    x = beatnet.features(on[sel] - t0, np.minimum(off[sel] - t0, seconds), pitch, vel, ped_c, n_frames=n)
+    y = np.zeros((2, n), np.float32)
+    for row, times in ((0, bt), (1, db)):
+        fi = np.round((times - t0) * beatnet.FPS).astype(int)
+        for k, w in ((-1, 0.5), (1, 0.5), (0, 1.0)):
+            g = fi + k
+            g = g[(g >= 0) & (g < n)]
+            y[row, g] = np.maximum(y[row, g], w)
+    # frames before the first / after the last annotated beat are not labelled: mask them
+    mask = np.zeros(n, np.float32)
+    lo = int(max(0, (bt[0] - t0) * beatnet.FPS - 5)) if len(bt) else n
+    hi = int(min(n, (bt[-1] - t0) * beatnet.FPS + 5)) if len(bt) else 0
+    mask[lo:hi] = 1.0
+    return x, y, mask
+
+
+def build_torch_model():
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, d: int):
+            super().__init__()
+            self.conv = nn.Conv1d(beatnet.CHANNELS, beatnet.CHANNELS, beatnet.KERNEL, dilation=d,
+                                  padding=d * (beatnet.KERNEL - 1) // 2)
+            self.mix = nn.Conv1d(beatnet.CHANNELS, beatnet.CHANNELS, 1)
+            self.drop = nn.Dropout(0.1)
+
+        def forward(self, h):
+            return h + self.mix(self.drop(nn.functional.elu(self.conv(h))))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Conv1d(beatnet.N_IN, beatnet.CHANNELS, 1)
+            self.blocks = nn.ModuleList([Block(d) for d in beatnet.DILATIONS])
+            self.out = nn.Conv1d(beatnet.CHANNELS, 2, 1)
+
+        def forward(self, x):
+            h = nn.functional.elu(self.inp(x))
+            for b in self.blocks:
+                h = b(h)
+            return self.out(h)
+
+    torch.manual_seed(0)
+    return Net()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--asap", default=None)
+    ap.add_argument("--minutes", type=float, default=18.0)
+    ap.add_argument("--out", default=str(beatnet.WEIGHTS))
+    ap.add_argument("--cache", default="/tmp/keyscribe_beat_cache")
+    ap.add_argument("--crop", type=float, default=30.0)
+    ap.add_argument("--batch", type=int, default=8)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    t_start = time.time()
+    train = [e for e in asap.entries(args.asap, split="train")]
+    assert all(e.split == "train" for e in train)
+    data = _cache(train, Path(args.cache))
+    data = [d for d in data if len(d["beats"]) > 4 and len(d["on"]) > 10]
+    print(f"{len(data)} training performances cached in {time.time() - t_start:.0f} s", flush=True)
+    net = build_torch_model()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    rng = np.random.default_rng(0)
+    pos_w = torch.tensor([4.0, 12.0]).view(1, 2, 1)
+    t0 = time.time()
+    step = 0
+    budget = args.minutes * 60
+    losses = []
+    while time.time() - t0 < budget:
+        frac = (time.time() - t0) / budget
+        for g in opt.param_groups:
+            g["lr"] = 2e-3 * (0.1 if frac > 0.8 else 1.0)
+        batch = [_crop(data[int(rng.integers(len(data)))], rng, args.crop) for _ in range(args.batch)]
+        x = torch.from_numpy(np.stack([b[0] for b in batch]))
+        y = torch.from_numpy(np.stack([b[1] for b in batch]))
+        m = torch.from_numpy(np.stack([b[2] for b in batch]))[:, None, :]
+        net.train()
+        logits = net(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_w, reduction="none")
+        loss = (loss * m).sum() / (m.sum() * 2 + 1e-6)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        step += 1
+        if step % 100 == 0:
+            print(f"step {step} loss {np.mean(losses[-100:]):.4f} {time.time() - t0:.0f}s", flush=True)
+            _save(net, args.out)
+    _save(net, args.out)
+    print(f"done: {step} steps, saved {args.out}", flush=True)
+    return 0
+
+
+def _save(net, path: str) -> None:
+    state = {k: v.detach().cpu().numpy().astype(np.float16) for k, v in net.state_dict().items()}
+    tmp = Path(path).with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **state)
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
