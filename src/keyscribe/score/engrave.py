@@ -89,7 +89,11 @@ def build_score(qnotes: list[QNote], spelled: dict[int, tuple[str, int, int]], m
         for i, on in enumerate(ons):
             end = max(q.offset for q in by_on[on])
             if i + 1 < len(ons):
-                end = min(end, ons[i + 1])
+                # legato notation: a short gap before the next onset is not written as a rest
+                nxt = ons[i + 1]
+                if nxt - end <= max(Fraction(1, 2), end - on) or nxt - on <= 1:
+                    end = nxt
+                end = min(end, nxt)
             chords[s].append((on, end, sorted(by_on[on], key=lambda q: q.pitch)))
 
     q_min = min(q.onset for q in qnotes)
@@ -222,7 +226,22 @@ def render_svg_pages(musicxml: str, page_width: int = 2100, page_height: int = 2
                    "breaks": "auto", "pageMarginLeft": 80, "pageMarginRight": 80})
     if not tk.loadData(musicxml):
         raise ScoreError("verovio could not load the MusicXML")
-    return [tk.renderToSVG(i) for i in range(1, tk.getPageCount() + 1)]
+    return [portable_svg(tk.renderToSVG(i)) for i in range(1, tk.getPageCount() + 1)]
+
+
+def portable_svg(svg: str) -> str:
+    """Replace verovio's SMuFL text glyphs (the metronome-mark note, in the Leipzig font that only
+    verovio has) by ordinary Unicode text, so that cairo and browsers draw them."""
+    import re
+
+    glyphs = {"\ueca5": "\u2669", "\ueca3": "\U0001D15E", "\uecb7": ".", "\ueca7": "\u266A"}
+
+    def repl(m: "re.Match[str]") -> str:
+        text = "".join(glyphs.get(c, c) for c in m.group(2))
+        return f'<tspan font-family="DejaVu Sans"{m.group(1)}>{text}</tspan>'
+
+    svg = re.sub(r'<tspan font-family="Leipzig"([^>]*)>([^<]*)</tspan>', repl, svg)
+    return svg.replace('font-size="720px">\u2669', 'font-size="500px">\u2669')
 
 
 def svg_to_png(svg: str, path: Path, width: int = 1600) -> None:
