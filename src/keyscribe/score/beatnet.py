@@ -108,7 +108,7 @@ def estimate_metre_model(params: dict[str, np.ndarray], perf: Performance):
     notes = perf.notes
     act = activations(params, perf)
     beat_act = np.maximum(act[0], act[1])
-    per = B.local_periods(beat_act, prior_centre=0.6)
+    per = B.local_periods(beat_act, prior_centre=0.6, clean=True)
     bt = B.track_beats(beat_act, per, tightness=4.0)
     bt = B._trim_to_notes(bt, notes, float(np.median(per)) / FPS)
     bt = B.snap_to_onsets(bt, notes, 0.04)
@@ -117,4 +117,4 @@ def estimate_metre_model(params: dict[str, np.ndarray], perf: Performance):
     fi = np.clip(np.round(bt * FPS).astype(int), 0, act.shape[1] - 1)
     db = np.max(np.stack([act[1, np.clip(fi + k, 0, act.shape[1] - 1)] for k in (-1, 0, 1)]), axis=0)
     ev = (db - db.mean()) / (db.std() + 1e-9)
-    return B._finish(notes, bt, ev)
+    return B._finish(notes, bt, ev, db_prob=db)

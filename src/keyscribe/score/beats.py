@@ -72,7 +72,7 @@ def _log_prior(periods: np.ndarray, centre: float = 0.55, width_oct: float = 0.9
 
 
 def local_periods(act: np.ndarray, fps: int = FPS, win_s: float = 8.0, hop_s: float = 1.0,
-                  prior_centre: float = 0.55) -> np.ndarray:
+                  prior_centre: float = 0.55, clean: bool = False) -> np.ndarray:
     """Beat period (frames) per frame: windowed autocorrelation + Viterbi smoothing over log-period."""
     lags = np.unique(np.round(np.geomspace(MIN_PERIOD_S * fps, MAX_PERIOD_S * fps, 60)).astype(int))
     win, hop = int(win_s * fps), int(hop_s * fps)
@@ -88,7 +88,13 @@ def local_periods(act: np.ndarray, fps: int = FPS, win_s: float = 8.0, hop_s: fl
         ac = np.array([np.dot(seg[:-l], seg[l:]) / (len(seg) - l) if l < len(seg) else 0.0 for l in lags])
         # comb: a beat period is supported by its double (bar-ish level) and its half
         ac2 = np.array([ac[np.argmin(np.abs(lags - 2 * l))] if 2 * l <= lags.max() else 0.0 for l in lags])
-        obs[i] = ac + 0.5 * np.maximum(ac2, 0)
+        if clean:
+            # a beat activation peaks on beats only: prefer the shortest strong period (penalise a lag
+            # whose half is as strong, i.e. a bar-level or double-beat period)
+            ach = np.array([ac[np.argmin(np.abs(lags - l / 2))] if l / 2 >= lags.min() else 0.0 for l in lags])
+            obs[i] = ac - 0.6 * np.maximum(ach, 0)
+        else:
+            obs[i] = ac + 0.5 * np.maximum(ac2, 0)
     obs = obs / (np.abs(obs).max(axis=1, keepdims=True) + 1e-9)
     score = obs * 4.0 + _log_prior(lags / fps, prior_centre)[None, :]
     # Viterbi: penalise tempo jumps in log2 units
@@ -146,7 +152,7 @@ def _trim_to_notes(beats: np.ndarray, notes, period: float) -> np.ndarray:
         return beats
     first = min(n.onset_s for n in notes)
     last = max(n.onset_s for n in notes)
-    return beats[(beats >= first - 0.6 * period) & (beats <= last + 0.6 * period)]
+    return beats[(beats >= first - 0.05) & (beats <= last + 0.05)]
 
 
 # ----------------------------------------------------------------------------------------------- metre
@@ -261,9 +267,51 @@ def snap_to_onsets(beats: np.ndarray, notes, window: float = 0.05) -> np.ndarray
     return np.where(np.abs(nearest - beats) <= window, nearest, beats)
 
 
-def _finish(notes, beats: np.ndarray, db_evidence: np.ndarray, compound: bool | None = None) -> Metre:
+def decode_downbeats(p_db: np.ndarray, candidates=(2, 3, 4), switch: float = 0.02,
+                     bias: dict[int, float] | None = None) -> tuple[int, np.ndarray]:
+    """Beats per bar and downbeat flags from per-beat downbeat probabilities.
+
+    Viterbi over the position in the bar for each bar length (a beat advances the position by one; with
+    probability `switch` the bar restarts elsewhere, absorbing beat-tracking slips); the bar length with
+    the highest likelihood (plus `bias`) wins."""
+    p = np.clip(p_db, 1e-4, 1 - 1e-4)
+    bias = bias or {}
+    best = (-np.inf, 4, np.zeros(len(p), bool))
+    for m in candidates:
+        if len(p) < m:
+            continue
+        emit = np.stack([np.log(p)] + [np.log(1 - p)] * (m - 1), axis=1)  # (n, m)
+        trans = np.full((m, m), np.log(switch / max(m - 1, 1)))
+        for a in range(m):
+            trans[a, (a + 1) % m] = np.log(1 - switch)
+        dp = emit[0] - np.log(m)
+        back = np.zeros((len(p), m), int)
+        for i in range(1, len(p)):
+            cand = dp[:, None] + trans
+            back[i] = np.argmax(cand, axis=0)
+            dp = cand[back[i], np.arange(m)] + emit[i]
+        ll = float(dp.max()) + bias.get(m, 0.0)
+        if ll > best[0]:
+            path = np.zeros(len(p), int)
+            path[-1] = int(np.argmax(dp))
+            for i in range(len(p) - 1, 0, -1):
+                path[i - 1] = back[i, path[i]]
+            best = (ll, m, path == 0)
+    return best[1], best[2]
+
+
+def _finish(notes, beats: np.ndarray, db_evidence: np.ndarray, compound: bool | None = None,
+            db_prob: np.ndarray | None = None) -> Metre:
     if len(beats) < 2:
         raise ScoreError("too few notes to find a beat")
+    if db_prob is not None and len(beats) >= 4:
+        m, flags = decode_downbeats(db_prob)
+        comp = is_compound(notes, beats) if compound is None else compound
+        idx = np.flatnonzero(flags)
+        if len(idx) == 0:
+            idx = np.array([0])
+        tempo = 60.0 / float(np.median(np.diff(beats)))
+        return Metre(beats, beats[idx], m, comp, tempo, int(idx[0]))
     m, ph, _ = choose_metre(db_evidence)
     comp = is_compound(notes, beats) if compound is None else compound
     downbeats = beats[ph::m]

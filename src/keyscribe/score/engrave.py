@@ -214,6 +214,7 @@ def to_musicxml(score) -> str:
     text = data.decode("utf-8") if isinstance(data, bytes) else str(data)
     # music21 fills empty metadata with its own name; a transcription has no composer
     text = text.replace("<creator type=\"composer\">Music21</creator>", "")
+    text = text.replace("<creator type=\"composer\" />", "")
     return text
 
 

@@ -5,7 +5,8 @@ first 5 s), time signature (beats per bar and simple/compound equal to the annot
 signature; also the exact string), key signature (estimated fifths equal to the annotated first key
 signature, enharmonic equivalents allowed), and two notation checks: the fraction of notes whose quantised
 onset, in beats from the first note, equals the score's -- once with the estimated beats (`onset_est`) and
-once with the annotated beats (`onset_oracle`, the quantiser alone). Performance notes are related to
+once with the annotated beats (`onset_oracle`, the quantiser alone); `onset_est_local` asks the same of
+each inter-onset interval (consecutive distinct score onsets), so one beat-tracking slip costs one note. Performance notes are related to
 score notes through the ASAP beat annotations (same pitch, nearest score position within half a beat).
 Metrics are averaged over a piece's performances, then over pieces.
 """
@@ -22,7 +23,8 @@ import numpy as np
 
 from keyscribe.score import asap
 
-METRICS = ("beat_f1", "downbeat_f1", "ts_acc", "ts_string_acc", "key_acc", "onset_est", "onset_oracle")
+METRICS = ("beat_f1", "downbeat_f1", "ts_acc", "ts_string_acc", "key_acc", "onset_est", "onset_est_local",
+           "onset_oracle")
 
 
 def _annotated_compound(ts: str) -> bool:
@@ -41,7 +43,7 @@ def _score_positions(entry: asap.Entry):
     return beat_positions(on, sann.beats), pitch, len(sann.beats)
 
 
-def onset_agreement(qnotes, perf_notes, ann: asap.Annotations, score_pos, score_pitch) -> float:
+def onset_agreement(qnotes, perf_notes, ann: asap.Annotations, score_pos, score_pitch, local: bool = False) -> float:
     """Fraction of matched notes whose quantised onset (beats from the first note) equals the score's."""
     from keyscribe.score.beats import beat_positions
     if not qnotes:
@@ -60,6 +62,15 @@ def onset_agreement(qnotes, perf_notes, ann: asap.Annotations, score_pos, score_
     if not ref:
         return float("nan")
     ref, est = np.array(ref), np.array(est)
+    if local:
+        # consecutive distinct onsets: is the quantised inter-onset interval (in beats) the score's?
+        order = np.argsort(ref, kind="stable")
+        r, e = ref[order], est[order]
+        keep = np.concatenate([[True], np.diff(r) > 1e-6])
+        r, e = r[keep], e[keep]
+        if len(r) < 2:
+            return float("nan")
+        return float(np.mean(np.abs(np.diff(r) - np.diff(e)) < 1e-3))
     first = np.argmin(ref)
     return float(np.mean(np.abs((ref - ref[first]) - (est - est[first])) < 1e-3))
 
@@ -97,14 +108,17 @@ def evaluate_entry(entry: asap.Entry, method: str = "auto", notation: bool = Tru
                   "key_fifths": key.fifths}
     res["ref"] = {"time_signature": ts, "beats_per_bar": ann.beats_per_bar, "key_fifths": ref_key,
                   "tempo_bpm": round(60.0 / float(np.median(np.diff(ann.beats))), 1)}
-    res["onset_est"] = res["onset_oracle"] = float("nan")
+    res["onset_est"] = res["onset_oracle"] = res["onset_est_local"] = float("nan")
     if notation and entry.score_midi.is_file() and entry.score_annotations.is_file():
-        score_pos, score_pitch, n_score_beats = _score_positions(entry)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            score_pos, score_pitch, n_score_beats = _score_positions(entry)
         if n_score_beats == len(ann.beats):  # performance and score annotations correspond beat by beat
             notes = list(perf.notes)
             staff = hands.split_hands(notes)
             q_est = quantize.quantize(notes, staff, metre)
             res["onset_est"] = onset_agreement(q_est, notes, ann, score_pos, score_pitch)
+            res["onset_est_local"] = onset_agreement(q_est, notes, ann, score_pos, score_pitch, local=True)
             q_or = quantize.quantize(notes, staff, oracle_metre(ann))
             res["onset_oracle"] = onset_agreement(q_or, notes, ann, score_pos, score_pitch)
     return res

@@ -1,0 +1,176 @@
+"""Score engine: metre, quantisation, engraving and output files."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keyscribe.notes import Note, Performance
+from keyscribe.score import beats, engrave, performance_to_score, write_score
+from keyscribe.score.hands import split_hands
+
+ASAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "asap"
+
+
+def waltz(bpm: float = 100.0, bars: int = 12, start: float = 0.5) -> tuple[Performance, list[tuple[Fraction, int]]]:
+    """A 3/4 piece played in strict time: bass on 1, chord on 2 and 3, an eighth-note melody."""
+    beat = 60.0 / bpm
+    notes, ref = [], []
+    melody = [72, 74, 76, 77, 79, 77, 76, 74, 72, 71, 72, 74]
+    for b in range(bars):
+        t0 = start + 3 * b * beat
+        root = [48, 53, 55, 48][b % 4]
+        notes.append(Note(t0, t0 + 0.9 * beat, root, 80))
+        ref.append((Fraction(3 * b), root))
+        for k in (1, 2):
+            for p in (root + 16, root + 19):
+                notes.append(Note(t0 + k * beat, t0 + (k + 0.6) * beat, p, 55))
+                ref.append((Fraction(3 * b + k), p))
+        for e in range(6):
+            p = melody[(b * 6 + e) % len(melody)]
+            notes.append(Note(t0 + e * beat / 2, t0 + (e + 0.9) * beat / 2, p, 70 if e else 90))
+            ref.append((Fraction(3 * b * 2 + e, 2), p))
+    return Performance(tuple(notes)), ref
+
+
+def march(bpm: float = 90.0, bars: int = 12) -> Performance:
+    beat = 60.0 / bpm
+    notes = []
+    for b in range(bars):
+        t0 = 0.3 + 4 * b * beat
+        for k in range(4):
+            notes.append(Note(t0 + k * beat, t0 + (k + 0.8) * beat, 43 if k % 2 == 0 else 50, 90 if k == 0 else 60))
+        for e in range(8):
+            notes.append(Note(t0 + e * beat / 2, t0 + (e + 0.8) * beat / 2, 67 + (e * 5 + b) % 9, 70))
+    return Performance(tuple(notes))
+
+
+@pytest.mark.parametrize("method", ["rule", "auto"])
+def test_constant_tempo_gets_its_tempo(method):
+    for bpm in (72.0, 90.0, 120.0):
+        metre = beats.estimate_metre(march(bpm), method=method)
+        assert metre.tempo_bpm == pytest.approx(bpm, rel=0.03)
+        ibi = np.diff(metre.beats)
+        assert np.all(np.abs(ibi - 60.0 / bpm) < 0.03)
+
+
+@pytest.mark.parametrize("method", ["rule", "auto"])
+def test_waltz_round_trips_notes_and_metre(method, tmp_path):
+    import music21
+
+    perf, ref = waltz()
+    score = performance_to_score(perf, title="Test waltz", beat_method=method)
+    assert score.time_signature == "3/4"
+    paths = write_score(score, tmp_path, "waltz", formats=("musicxml",))
+    back = music21.converter.parse(str(paths["musicxml"][0]))
+    ts = back.recurse().getElementsByClass("TimeSignature")[0]
+    assert ts.ratioString == "3/4"
+    got = set()
+    for n in back.recurse().notes:
+        if n.tie is not None and n.tie.type in ("stop", "continue"):
+            continue
+        for p in n.pitches:
+            got.add((Fraction(n.getOffsetInHierarchy(back)).limit_denominator(12), p.midi))
+    want = {(on, p) for on, p in ref}
+    assert got == want
+
+
+def test_musicxml_reimports_with_two_staves_key_and_title(tmp_path):
+    import music21
+    from lxml import etree
+
+    perf, _ = waltz(bars=4)
+    score = performance_to_score(perf, title="Little waltz", beat_method="rule")
+    paths = write_score(score, tmp_path, "little", formats=("musicxml",))
+    text = paths["musicxml"][0].read_text()
+    etree.fromstring(text.encode())  # well-formed
+    assert "Music21" not in text
+    assert "<staves>2</staves>" in text
+    back = music21.converter.parse(text, format="musicxml")
+    assert back.metadata.bestTitle == "Little waltz"
+    assert len(back.parts) == 2
+    assert {type(c).__name__ for c in back.parts[0].recurse().getElementsByClass("Clef")} >= {"TrebleClef"}
+    assert {type(c).__name__ for c in back.parts[1].recurse().getElementsByClass("Clef")} >= {"BassClef"}
+    ks = back.recurse().getElementsByClass("KeySignature")[0]
+    assert ks.sharps == 0
+
+
+def test_no_tuplets_but_triplets():
+    beat = Fraction(1)
+    for o in [Fraction(k, 12) for k in range(0, 48, 3)] + [Fraction(k, 3) for k in range(12)]:
+        for d in [Fraction(k, 12) for k in range(3, 30, 3)] + [Fraction(k, 3) for k in range(1, 9)]:
+            if o + d > 4 or (o.denominator == 3) != (d.denominator == 3) and (o + d).denominator not in (1, 3):
+                continue
+            vals = engrave.split_value(o, d, beat, False, Fraction(4))
+            assert sum(vals) == d
+            for v in vals:
+                assert v in engrave.EXPRESSIBLE
+
+
+def test_hands_follow_the_music():
+    notes = [Note(0.5 * i, 0.5 * i + 0.4, p) for i, p in enumerate([62, 58, 64, 57, 65, 59, 67, 55])]
+    staff = split_hands(notes)
+    assert list(staff) == [0, 1, 0, 1, 0, 1, 0, 1]
+
+
+def test_write_all_formats(tmp_path):
+    perf = march(bars=4)
+    score = performance_to_score(perf, title="March", beat_method="rule")
+    paths = write_score(score, tmp_path, "march")
+    assert paths["pdf"][0].read_bytes()[:4] == b"%PDF"
+    assert paths["png"][0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in paths["svg"][0].read_text()
+
+
+def test_cli_score(tmp_path):
+    from keyscribe.cli import main
+    from keyscribe.midi import write_midi
+
+    mid = tmp_path / "my_piece.mid"
+    write_midi(march(bars=3), mid)
+    assert main(["score", str(mid), "-o", str(tmp_path / "out"), "--formats", "musicxml,png", "--beats", "rule"]) == 0
+    xml = (tmp_path / "out" / "my_piece.musicxml").read_text()
+    assert "my piece" in xml
+    assert (tmp_path / "out" / "my_piece.png").is_file()
+
+
+def test_cli_score_bad_format(tmp_path, capsys):
+    from keyscribe.cli import main
+    from keyscribe.midi import write_midi
+
+    mid = tmp_path / "x.mid"
+    write_midi(march(bars=2), mid)
+    assert main(["score", str(mid), "-o", str(tmp_path), "--formats", "jpg", "--beats", "rule"]) == 2
+    assert "jpg" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (ASAP / "Bach" / "Prelude" / "bwv_846" / "midi_score.mid").is_file(), reason="no ASAP")
+def test_asap_score_midi_round_trip(tmp_path):
+    """The quantised score MIDI of Bach's C major prelude (first 8 bars) comes back as the same notes."""
+    import music21
+
+    from keyscribe.midi import read_midi
+    from keyscribe.score import asap
+    from keyscribe.score.evaluate import oracle_metre
+
+    folder = ASAP / "Bach" / "Prelude" / "bwv_846"
+    ann = asap.read_annotations(folder / "midi_score_annotations.txt")
+    end = ann.downbeats[8]
+    perf = read_midi(folder / "midi_score.mid")
+    perf = Performance(tuple(n for n in perf.notes if n.onset_s < end - 1e-3))
+    keep = ann.beats < end
+    ann.beats, ann.downbeats = ann.beats[keep], ann.downbeats[ann.downbeats < end]
+    est = beats.estimate_metre(perf)
+    assert est.beats_per_bar == 4 and not est.compound
+    assert len(est.beats) == pytest.approx(len(ann.beats), abs=1)
+    score = performance_to_score(perf, title="Prelude", metre=oracle_metre(ann))
+    paths = write_score(score, tmp_path, "prelude", formats=("musicxml",))
+    back = music21.converter.parse(str(paths["musicxml"][0]))
+    got = sorted((round(float(n.getOffsetInHierarchy(back)) * 4), p.midi) for n in back.recurse().notes
+                 if not (n.tie is not None and n.tie.type in ("stop", "continue")) for p in n.pitches)
+    first = ann.beats[0]
+    qpb = (ann.beats[1] - ann.beats[0])
+    want = sorted((round((n.onset_s - first) / qpb * 4), n.pitch) for n in perf.notes)
+    assert got == want
