@@ -99,7 +99,42 @@ def _run_score_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [_add_evaluate, _add_stats, _add_score, _add_score_eval]
+def _add_render_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("render-dataset", help="render training/validation excerpts into feature shards")
+    p.add_argument("--config", required=True, help="TOML file with a [dataset] table")
+    p.add_argument("-o", "--out", required=True, help="dataset folder (resumes if it exists)")
+    p.set_defaults(run=_run_render_dataset)
+
+
+def _run_render_dataset(args: argparse.Namespace) -> int:
+    import json
+
+    from keyscribe.data.build import DatasetConfig, build_dataset
+    summary = build_dataset(DatasetConfig.from_toml(args.config), args.out)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a transcription model on a rendered dataset")
+    p.add_argument("--config", required=True, help="TOML file with [model], [train], [decode] tables")
+    p.add_argument("--max-steps", type=int, help="override [train] max_steps")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from keyscribe.train import load_configs, train
+    model_config, train_config, decode_config = load_configs(args.config)
+    if args.max_steps is not None:
+        train_config = replace(train_config, max_steps=args.max_steps)
+    state = train(model_config, train_config, decode_config)
+    print(f"stopped at step {state['step']}, best validation note F1 {state['best_note_f1']:.4f}")
+    return 0
+
+
+COMMANDS = [_add_evaluate, _add_stats, _add_render_dataset, _add_train, _add_score, _add_score_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

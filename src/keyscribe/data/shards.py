@@ -1,0 +1,72 @@
+"""Reading a rendered dataset: memory-mapped excerpts and random training crops (numpy only)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keyscribe.data.build import LABEL_LAYOUT, shard_paths
+from keyscribe.errors import KeyscribeError
+from keyscribe.notes import N_KEYS
+
+
+@dataclass(frozen=True)
+class Excerpt:
+    id: str
+    mel: np.ndarray  # (frames, n_mels) float16, memory-mapped
+    labels: np.ndarray  # (frames, LABEL_COLUMNS) uint8, memory-mapped
+    has_pedal: bool
+
+    def roll(self, name: str) -> np.ndarray:
+        """One (frames, 88) label roll by name, or the (frames,) pedal roll."""
+        if name == "pedal":
+            return self.labels[:, -1]
+        i = LABEL_LAYOUT.index(name)
+        return self.labels[:, i * N_KEYS:(i + 1) * N_KEYS]
+
+
+def load_split(dataset_dir: str | os.PathLike, split: str) -> list[Excerpt]:
+    """Every finished excerpt of `split` in the dataset's manifest, memory-mapped."""
+    root = Path(dataset_dir)
+    manifest = root / "manifest.jsonl"
+    if not manifest.is_file():
+        raise KeyscribeError(f"{root}: no manifest.jsonl; build the dataset with `keyscribe render-dataset`")
+    excerpts = []
+    for line in manifest.read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if record.get("split") != split or "error" in record:
+            continue
+        mel_path, label_path = shard_paths(root, record["id"])
+        excerpts.append(Excerpt(record["id"], np.load(mel_path, mmap_mode="r"), np.load(label_path, mmap_mode="r"),
+                                bool(record.get("has_pedal", True))))
+    return excerpts
+
+
+def random_batch(excerpts: list[Excerpt], batch_size: int, frames: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mel (B, frames, n_mels) float32, labels (B, frames, columns) uint8, has_pedal (B,) bool):
+    random crops of random excerpts; shorter excerpts are zero-padded (silence labels)."""
+    picks = rng.integers(len(excerpts), size=batch_size)
+    n_mels, columns = excerpts[0].mel.shape[1], excerpts[0].labels.shape[1]
+    mel = np.full((batch_size, frames, n_mels), np.log(1e-5), np.float32)
+    labels = np.zeros((batch_size, frames, columns), np.uint8)
+    for b, i in enumerate(picks):
+        ex = excerpts[i]
+        start = int(rng.integers(max(ex.mel.shape[0] - frames, 0) + 1))
+        crop = slice(start, start + frames)
+        n = ex.mel[crop].shape[0]
+        mel[b, :n] = ex.mel[crop]
+        labels[b, :n] = ex.labels[crop]
+    return mel, labels, np.array([excerpts[i].has_pedal for i in picks])
+
+
+def cooccurrence_from_excerpts(excerpts: list[Excerpt]) -> np.ndarray:
+    """P(key j sounds | key i sounds) over every frame of the excerpts' frame rolls (the GCN adjacency)."""
+    from keyscribe.stats import conditional_probabilities, cooccurrence_counts
+    counts = np.zeros((N_KEYS, N_KEYS))
+    for ex in excerpts:
+        counts += cooccurrence_counts(ex.roll("frame"))
+    return conditional_probabilities(counts)

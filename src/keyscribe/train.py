@@ -1,0 +1,296 @@
+"""`keyscribe train --config FILE`: train a transcription model on a rendered dataset.
+
+Adam with StepLR, BCE or focal loss on onset/offset/frame, velocity regression on onset frames,
+sustain-pedal BCE where the source has a pedal track, L2 weight decay, gradient accumulation and
+clipping (after accumulation, before the step), optional CPU bf16 autocast. Checkpoints `latest.pt`
+every `checkpoint_every` steps and `best.pt` on the best validation note F1; a run resumes from its
+`latest.pt`. With `torchrun --nproc-per-node N`, trains with DistributedDataParallel (gloo on CPU,
+nccl on CUDA); rank 0 logs, validates and checkpoints.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from keyscribe.data.shards import Excerpt, cooccurrence_from_excerpts, load_split, random_batch
+from keyscribe.decode import DecodeConfig, decode_notes, decode_pedals
+from keyscribe.errors import KeyscribeError
+from keyscribe.evaluate import evaluate_performance, mean_scores
+from keyscribe.features import FeatureConfig
+from keyscribe.labels import roll_to_pedals, rolls_to_notes
+from keyscribe.model import HEADS, ModelConfig, Transcriber, count_parameters
+from keyscribe.notes import N_KEYS, Performance
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "work/dataset"
+    run_dir: str = "runs/crgcn"
+    batch_size: int = 8
+    sequence_frames: int = 320
+    learning_rate: float = 6e-4
+    lr_step: int = 5000
+    lr_gamma: float = 0.9
+    weight_decay: float = 1e-6
+    loss: str = "bce"  # or "focal"
+    focal_gamma: float = 2.0
+    onset_pos_weight: float = 1.0  # class weighting of the rare positive onset/offset frames
+    grad_accumulation: int = 1
+    clip_grad_norm: float = 3.0
+    bf16: bool = False
+    max_steps: int = 100_000
+    max_hours: float = 0.0  # stop after this much wall time (0: no limit); the run resumes later
+    checkpoint_every: int = 200
+    validate_every: int = 1000
+    validation_excerpts: int = 120
+    patience: int = 10  # validations without a better note F1 before early stopping
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+
+def load_configs(path: str | os.PathLike) -> tuple[ModelConfig, TrainConfig, DecodeConfig]:
+    """[model], [train] and [decode] tables of a TOML file; unknown keys are an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise KeyscribeError(f"{path}: no such config file")
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    built = []
+    for table, cls in (("model", ModelConfig), ("train", TrainConfig), ("decode", DecodeConfig)):
+        values = raw.get(table, {})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise KeyscribeError(f"{path}: unknown [{table}] keys: {', '.join(sorted(unknown))}")
+        built.append(cls(**values))
+    return tuple(built)  # type: ignore[return-value]
+
+
+def split_targets(labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(B, T, columns) uint8 labels -> float targets per head; velocity scaled to 0..1."""
+    targets = {name: labels[..., i * N_KEYS:(i + 1) * N_KEYS].float() for i, name in enumerate(HEADS)}
+    targets["velocity"] = targets["velocity"] / 127.0
+    targets["pedal"] = labels[..., -1].float()
+    return targets
+
+
+def _binary_loss(logits: torch.Tensor, target: torch.Tensor, config: TrainConfig, pos_weight: float) -> torch.Tensor:
+    weight = torch.tensor(pos_weight, device=logits.device)
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight, reduction="none")
+    if config.loss == "focal":
+        p = torch.sigmoid(logits)
+        p_t = p * target + (1 - p) * (1 - target)
+        bce = bce * (1 - p_t) ** config.focal_gamma
+    return bce.mean()
+
+
+def losses(out: dict[str, torch.Tensor], labels: torch.Tensor, has_pedal: torch.Tensor,
+           config: TrainConfig) -> dict[str, torch.Tensor]:
+    """Each head's loss; velocity counts only where an onset is, pedal only for sources with pedal."""
+    t = split_targets(labels)
+    result = {name: _binary_loss(out[name].float(), t[name], config, config.onset_pos_weight if name != "frame" else 1.0)
+              for name in ("onset", "offset", "frame")}
+    onset_mask = t["onset"]
+    velocity_error = (torch.sigmoid(out["velocity"].float()) - t["velocity"]) ** 2 * onset_mask
+    result["velocity"] = velocity_error.sum() / onset_mask.sum().clamp(min=1)
+    pedal_target = torch.stack([_pedal_edges(t["pedal"], 1), _pedal_edges(t["pedal"], -1), t["pedal"]], dim=-1)
+    pedal_loss = F.binary_cross_entropy_with_logits(out["pedal"].float(), pedal_target, reduction="none")
+    mask = has_pedal.float()[:, None, None]
+    result["pedal"] = (pedal_loss * mask).sum() / (mask.sum() * pedal_loss.shape[1] * 3).clamp(min=1)
+    return result
+
+
+def _pedal_edges(pedal: torch.Tensor, direction: int) -> torch.Tensor:
+    """Frames where the pedal goes down (direction 1) or up (-1): targets of the pedal onset/offset outputs."""
+    previous = F.pad(pedal, (1, 0))[:, :-1]
+    return ((pedal - previous) == direction).float()
+
+
+def probabilities(model: Transcriber, mel: np.ndarray) -> dict[str, np.ndarray]:
+    """Run the model on one (T, n_mels) excerpt; sigmoid outputs as numpy, pedal split into 3 outputs."""
+    model.eval()
+    with torch.inference_mode():
+        out = model(torch.from_numpy(np.asarray(mel, dtype=np.float32))[None])
+    probs = {k: torch.sigmoid(v[0].float()).numpy() for k, v in out.items()}
+    pedal = probs.pop("pedal")
+    probs.update(pedal_onset=pedal[:, 0], pedal_offset=pedal[:, 1], pedal_frame=pedal[:, 2])
+    return probs
+
+
+def excerpt_reference(ex: Excerpt, frame_rate: float) -> Performance:
+    """The excerpt's label rolls as notes (onsets in the excerpt only) and pedal intervals."""
+    notes = rolls_to_notes(np.asarray(ex.roll("onset")), np.asarray(ex.roll("frame")), np.asarray(ex.roll("velocity")), frame_rate)
+    pedals = roll_to_pedals(np.asarray(ex.roll("pedal")), frame_rate) if ex.has_pedal else []
+    return Performance(tuple(notes), tuple(pedals))
+
+
+def validate(model: Transcriber, excerpts: list[Excerpt], decode: DecodeConfig,
+             features: FeatureConfig = FeatureConfig()) -> dict[str, float | None]:
+    """Mean metrics over validation excerpts (sustained references, estimates as decoded)."""
+    per_file = {}
+    for ex in excerpts:
+        probs = probabilities(model, ex.mel)
+        est = Performance(tuple(decode_notes(probs["onset"], probs["frame"], probs["velocity"], features.frame_rate, decode)),
+                          tuple(decode_pedals(probs["pedal_frame"], features.frame_rate, decode)))
+        per_file[ex.id] = evaluate_performance(excerpt_reference(ex, features.frame_rate), est, pedal_extend=False)
+    return mean_scores(per_file)
+
+
+def save_checkpoint(path: Path, model: Transcriber, optimizer, scheduler, state: dict) -> None:
+    """Atomic: written beside, then renamed, so an interrupted save never leaves a broken file."""
+    raw = model.module if hasattr(model, "module") else model
+    payload = {"model_config": raw.config.to_dict(), "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+               "scheduler": scheduler.state_dict(), "state": state, "torch_rng": torch.get_rng_state()}
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | os.PathLike) -> Transcriber:
+    """Rebuild a model from a checkpoint (strict: every weight and buffer must match)."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    model = Transcriber(ModelConfig.from_dict(payload["model_config"]))
+    model.load_state_dict(payload["model"], strict=True)
+    return model.eval()
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, *, progress: bool = True) -> dict:
+    """Train until `max_steps`, `max_hours` or early stopping; returns the final state."""
+    rank, world = _distributed()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed + rank)
+    run = Path(config.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    train_set = load_split(config.dataset, "train")
+    if not train_set:
+        raise KeyscribeError(f"{config.dataset}: no training excerpts")
+    val_set = load_split(config.dataset, "validation")[: config.validation_excerpts]
+    latest = run / "latest.pt"
+    if latest.exists():
+        payload = torch.load(latest, map_location="cpu", weights_only=False)
+        model = Transcriber(ModelConfig.from_dict(payload["model_config"]))
+        model.load_state_dict(payload["model"], strict=True)
+    else:
+        payload = None
+        model = Transcriber(model_config, cooccurrence_from_excerpts(train_set))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+    state = {"step": 0, "best_note_f1": -1.0, "stale": 0, "train_seconds": 0.0}
+    if payload:
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        state.update(payload["state"])
+        torch.set_rng_state(payload["torch_rng"])
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    rng = np.random.default_rng([config.seed, rank, state["step"]])
+    if rank == 0:
+        (run / "config.json").write_text(json.dumps({"model": model.config.to_dict(), "train": asdict(config),
+                                                     "decode": asdict(decode), "parameters": count_parameters(model)}, indent=2))
+    logger = _Logger(run) if rank == 0 else None
+    start = time.time()
+    bar = tqdm(total=config.max_steps, initial=state["step"], desc="train", unit="step", disable=not progress or rank != 0)
+    while state["step"] < config.max_steps:
+        net.train()
+        optimizer.zero_grad(set_to_none=True)
+        step_losses: dict[str, float] = {}
+        for _ in range(config.grad_accumulation):
+            mel, labels, has_pedal = random_batch(train_set, config.batch_size, config.sequence_frames, rng)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                out = net(torch.from_numpy(mel))
+            parts = losses(out, torch.from_numpy(labels), torch.from_numpy(has_pedal), config)
+            (sum(parts.values()) / config.grad_accumulation).backward()
+            for k, v in parts.items():
+                step_losses[k] = step_losses.get(k, 0.0) + v.item() / config.grad_accumulation
+        torch.nn.utils.clip_grad_norm_(net.parameters(), config.clip_grad_norm)
+        bar.set_postfix(loss=f"{sum(step_losses.values()):.3f}", refresh=False)
+        optimizer.step()
+        scheduler.step()
+        state["step"] += 1
+        bar.update(1)
+        if rank == 0:
+            stop = _after_step(model, optimizer, scheduler, state, step_losses, config, decode, val_set, logger,
+                               state["train_seconds"] + time.time() - start)
+        else:
+            stop = False
+        if _any_rank(stop, world):
+            break
+    bar.close()
+    if rank == 0:
+        state["train_seconds"] += time.time() - start
+        save_checkpoint(latest, model, optimizer, scheduler, state)
+    return state
+
+
+def _any_rank(flag: bool, world: int) -> bool:
+    """Rank 0 decides when to stop; every rank must leave the loop at the same step."""
+    if world == 1:
+        return flag
+    tensor = torch.tensor([int(flag)])
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
+
+
+def _after_step(model, optimizer, scheduler, state: dict, step_losses: dict, config: TrainConfig,
+                decode: DecodeConfig, val_set: list[Excerpt], logger: "_Logger", elapsed: float) -> bool:
+    """Log, validate, checkpoint; True when training should stop (time budget or early stopping)."""
+    run = Path(config.run_dir)
+    logger.log(state["step"], {f"loss/{k}": v for k, v in step_losses.items()}
+               | {"lr": scheduler.get_last_lr()[0], "hours": elapsed / 3600})
+    out_of_time = bool(config.max_hours) and elapsed >= config.max_hours * 3600
+    if state["step"] % config.validate_every == 0 and val_set:
+        scores = validate(model, val_set, decode)
+        logger.log(state["step"], {f"validation/{k}": v for k, v in scores.items() if v is not None})
+        if scores["note/f1"] > state["best_note_f1"]:
+            state.update(best_note_f1=scores["note/f1"], stale=0)
+            save_checkpoint(run / "best.pt", model, optimizer, scheduler, state | {"train_seconds": elapsed})
+        else:
+            state["stale"] += 1
+    stop = out_of_time or state["stale"] >= config.patience
+    if state["step"] % config.checkpoint_every == 0 or stop:
+        save_checkpoint(run / "latest.pt", model, optimizer, scheduler, state | {"train_seconds": elapsed})
+    return stop
+
+
+class _Logger:
+    """Appends scalars to `log.csv` (long format: step, name, value) and to TensorBoard when installed."""
+
+    def __init__(self, run: Path):
+        self.path = run / "log.csv"
+        new = not self.path.exists()
+        self.file = open(self.path, "a", newline="")
+        self.csv = csv.writer(self.file)
+        if new:
+            self.csv.writerow(["step", "name", "value"])
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(run / "tensorboard"))
+        except ImportError:
+            self.tb = None
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            if value is None or not math.isfinite(value):
+                continue
+            self.csv.writerow([step, name, f"{value:.6g}"])
+            if self.tb:
+                self.tb.add_scalar(name, value, step)
+        self.file.flush()
