@@ -31,7 +31,7 @@ def tiny_dataset(tmp_path_factory, shared_dir):
 
 def _configs(dataset, run_dir, **train_overrides):
     model, train_config, decode = load_configs(CONFIG)
-    train_config = replace(train_config, dataset=str(dataset), run_dir=str(run_dir), batch_size=2, sequence_frames=64,
+    train_config = replace(train_config, datasets=(str(dataset),), run_dir=str(run_dir), batch_size=2, sequence_frames=64,
                            validate_every=2, checkpoint_every=1, threads=1, **train_overrides)
     return model, train_config, decode
 
@@ -65,7 +65,7 @@ def test_two_training_steps_from_the_real_config_then_resume(tiny_dataset, tmp_p
 
 def test_ddp_two_processes_two_steps(tiny_dataset, tmp_path):
     config = tmp_path / "ddp.toml"
-    text = CONFIG.read_text().replace('dataset = "work/dataset"', f'dataset = "{tiny_dataset}"')
+    text = CONFIG.read_text().replace('datasets = ["work/dataset", "work/ds-clean"]', f'datasets = ["{tiny_dataset}"]')
     text = text.replace('run_dir = "runs/crgcn"', f'run_dir = "{tmp_path / "ddp"}"')
     text = text.replace("batch_size = 8", "batch_size = 2\nthreads = 1").replace("sequence_frames = 320", "sequence_frames = 64")
     config.write_text(text)

@@ -134,7 +134,26 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [_add_evaluate, _add_stats, _add_render_dataset, _add_train, _add_score, _add_score_eval]
+def _add_evaluate_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate-model", help="transcribe labelled recordings with a checkpoint and score them")
+    p.add_argument("--checkpoint", required=True, help="a training checkpoint (.pt)")
+    p.add_argument("--data", default="../shared/data/maps/ENSTDkAm", help="folder of audio + .tsv labels")
+    p.add_argument("--limit", type=int, help="only the first N recordings")
+    p.add_argument("--json", help="write the metrics to this JSON file")
+    p.set_defaults(run=_run_evaluate_model)
+
+
+def _run_evaluate_model(args: argparse.Namespace) -> int:
+    from keyscribe import evaluate, report
+    result = report.evaluate_on_recordings(report.model_transcriber(args.checkpoint), args.data, limit=args.limit)
+    print(evaluate.format_table(result))
+    print(f"{result['audio_seconds']:.0f} s of audio in {result['seconds']:.1f} s of model + decoding time")
+    if args.json:
+        evaluate.write_json(result, args.json)
+    return 0
+
+
+COMMANDS = [_add_evaluate, _add_stats, _add_render_dataset, _add_train, _add_evaluate_model, _add_score, _add_score_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

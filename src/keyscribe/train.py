@@ -36,7 +36,7 @@ from keyscribe.notes import N_KEYS, Performance
 
 @dataclass(frozen=True)
 class TrainConfig:
-    dataset: str = "work/dataset"
+    datasets: tuple[str, ...] = ("work/dataset",)  # rendered dataset folders, mixed excerpt by excerpt
     run_dir: str = "runs/crgcn"
     batch_size: int = 8
     sequence_frames: int = 320
@@ -73,6 +73,8 @@ def load_configs(path: str | os.PathLike) -> tuple[ModelConfig, TrainConfig, Dec
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise KeyscribeError(f"{path}: unknown [{table}] keys: {', '.join(sorted(unknown))}")
+        if "datasets" in values:
+            values["datasets"] = tuple(values["datasets"])
         built.append(cls(**values))
     return tuple(built)  # type: ignore[return-value]
 
@@ -165,6 +167,13 @@ def load_model(path: str | os.PathLike) -> Transcriber:
     return model.eval()
 
 
+def run_decode_config(checkpoint: str | os.PathLike) -> DecodeConfig:
+    """The [decode] settings saved beside a checkpoint in its run's config.json (defaults if absent)."""
+    path = Path(checkpoint).parent / "config.json"
+    raw = json.loads(path.read_text()).get("decode", {}) if path.is_file() else {}
+    return DecodeConfig(**raw)
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -180,10 +189,10 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
     torch.manual_seed(config.seed + rank)
     run = Path(config.run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    train_set = load_split(config.dataset, "train")
+    train_set = [ex for folder in config.datasets for ex in load_split(folder, "train")]
     if not train_set:
-        raise KeyscribeError(f"{config.dataset}: no training excerpts")
-    val_set = load_split(config.dataset, "validation")[: config.validation_excerpts]
+        raise KeyscribeError(f"{', '.join(config.datasets)}: no training excerpts")
+    val_set = [ex for folder in config.datasets for ex in load_split(folder, "validation")][: config.validation_excerpts]
     latest = run / "latest.pt"
     if latest.exists():
         payload = torch.load(latest, map_location="cpu", weights_only=False)
