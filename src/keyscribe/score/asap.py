@@ -39,6 +39,14 @@ def split_of(composer: str, title: str) -> str:
     return "test" if h % 5 == 0 else "train"
 
 
+def is_validation(composer: str, title: str) -> bool:
+    """A tenth of the training pieces, kept out of model training to tune decoders on."""
+    if split_of(composer, title) != "train":
+        return False
+    h = int(hashlib.sha1(f"val|{composer}|{title}".encode()).hexdigest(), 16)
+    return h % 10 == 0
+
+
 @dataclass
 class Annotations:
     beats: np.ndarray

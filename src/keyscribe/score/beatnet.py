@@ -108,9 +108,8 @@ def estimate_metre_model(params: dict[str, np.ndarray], perf: Performance):
     notes = perf.notes
     act = activations(params, perf)
     beat_act = np.maximum(act[0], act[1])
-    per = B.local_periods(beat_act, prior_centre=0.6, clean=True)
-    bt = B.track_beats(beat_act, per, tightness=4.0)
-    bt = B._trim_to_notes(bt, notes, float(np.median(per)) / FPS)
+    bt = B.dbn_beats(beat_act, FPS)
+    bt = B._trim_to_notes(bt, notes, 0.0)
     bt = B.snap_to_onsets(bt, notes, 0.04)
     if len(bt) < 2:
         return B.estimate_metre_rule(perf)

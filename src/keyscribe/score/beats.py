@@ -147,6 +147,51 @@ def track_beats(act: np.ndarray, periods: np.ndarray, fps: int = FPS, tightness:
     return np.array(beats[::-1], dtype=float) / fps
 
 
+def dbn_beats(act: np.ndarray, fps: int = FPS, min_bpm: float = 30.0, max_bpm: float = 300.0,
+              transition_lambda: float = 100.0, observation_lambda: int = 16) -> np.ndarray:
+    """Beat times (s) from a beat activation with a bar-pointer style HMM (as madmom's DBN tracker).
+
+    States are (beat interval tau in frames, position in the beat); the position advances one frame per
+    frame, and at the end of a beat the interval may change with probability ~ exp(-lambda |tau'/tau - 1|).
+    The first 1/observation_lambda of each beat emits the activation, the rest its complement. Unlike the
+    autocorrelation tempo, this rewards the metrical level whose beats all land on activation peaks."""
+    act = np.clip(np.asarray(act, float), 1e-6, 1 - 1e-6)
+    n = len(act)
+    taus = np.arange(max(2, int(np.floor(60.0 * fps / max_bpm))), int(np.ceil(60.0 * fps / min_bpm)) + 1)
+    first = np.concatenate([[0], np.cumsum(taus)[:-1]])
+    last = first + taus - 1
+    n_states = int(taus.sum())
+    tau_of = np.repeat(np.arange(len(taus)), taus)
+    phase = np.arange(n_states) - first[tau_of]
+    beat_region = phase < np.maximum(1, taus[tau_of] / observation_lambda)
+    ratio = taus[None, :] / taus[:, None]
+    log_a = -transition_lambda * np.abs(ratio - 1)
+    log_a -= np.log(np.exp(log_a).sum(axis=1, keepdims=True))
+    log_on = np.log(act)
+    log_off = np.log((1 - act) / (observation_lambda - 1))
+    v = np.where(beat_region, log_on[0], log_off[0]) - np.log(n_states)
+    bp = np.zeros((n, len(taus)), dtype=np.int16)
+    for t in range(1, n):
+        new = np.empty_like(v)
+        new[1:] = v[:-1]
+        cand = v[last][:, None] + log_a
+        k = np.argmax(cand, axis=0)
+        bp[t] = k
+        new[first] = cand[k, np.arange(len(taus))]
+        new += np.where(beat_region, log_on[t], log_off[t])
+        v = new
+    s = int(np.argmax(v))
+    beats = []
+    for t in range(n - 1, -1, -1):
+        j = tau_of[s]
+        if s == first[j]:
+            beats.append(t)
+            s = int(last[bp[t, j]]) if t > 0 else s
+        else:
+            s -= 1
+    return np.array(beats[::-1], dtype=float) / fps
+
+
 def _trim_to_notes(beats: np.ndarray, notes, period: float) -> np.ndarray:
     if len(beats) == 0 or not notes:
         return beats

@@ -24,7 +24,7 @@ import numpy as np
 from keyscribe.score import asap
 
 METRICS = ("beat_f1", "downbeat_f1", "ts_acc", "ts_string_acc", "key_acc", "onset_est", "onset_est_local",
-           "onset_oracle")
+           "onset_oracle", "hands_acc", "hands_fixed_acc")
 
 
 def _annotated_compound(ts: str) -> bool:
@@ -41,6 +41,33 @@ def _score_positions(entry: asap.Entry):
     on = np.array([n.start for i in pm.instruments for n in i.notes])
     pitch = np.array([n.pitch for i in pm.instruments for n in i.notes])
     return beat_positions(on, sann.beats), pitch, len(sann.beats)
+
+
+def hands_agreement(entry: asap.Entry) -> tuple[float, float]:
+    """Staff accuracy of the hand tracker and of a fixed split at middle C on the score MIDI, whose two
+    tracks are the two staves (upper first)."""
+    import pretty_midi
+
+    from keyscribe.notes import Note
+    from keyscribe.score.hands import split_hands
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = pretty_midi.PrettyMIDI(str(entry.score_midi))
+    tracks = [i for i in pm.instruments if i.notes]
+    if len(tracks) != 2:
+        return float("nan"), float("nan")
+    notes, ref = [], []
+    for s, inst in enumerate(tracks):
+        for n in inst.notes:
+            if 21 <= n.pitch <= 108 and n.end > n.start:
+                notes.append(Note(float(n.start), float(n.end), int(n.pitch), max(1, int(n.velocity))))
+                ref.append(s)
+    ref = np.array(ref)
+    if np.mean([n.pitch for n, r in zip(notes, ref) if r == 0]) < np.mean([n.pitch for n, r in zip(notes, ref) if r == 1]):
+        ref = 1 - ref
+    got = split_hands(notes)
+    fixed = split_hands(notes, method="fixed")
+    return float(np.mean(got == ref)), float(np.mean(fixed == ref))
 
 
 def onset_agreement(qnotes, perf_notes, ann: asap.Annotations, score_pos, score_pitch, local: bool = False) -> float:
@@ -121,6 +148,9 @@ def evaluate_entry(entry: asap.Entry, method: str = "auto", notation: bool = Tru
             res["onset_est_local"] = onset_agreement(q_est, notes, ann, score_pos, score_pitch, local=True)
             q_or = quantize.quantize(notes, staff, oracle_metre(ann))
             res["onset_oracle"] = onset_agreement(q_or, notes, ann, score_pos, score_pitch)
+    res["hands_acc"] = res["hands_fixed_acc"] = float("nan")
+    if notation and entry.score_midi.is_file():
+        res["hands_acc"], res["hands_fixed_acc"] = hands_agreement(entry)
     return res
 
 

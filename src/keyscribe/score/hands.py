@@ -2,7 +2,7 @@
 
 Heuristic: notes are grouped into onset clusters (chords); each cluster is cut at the split that best
 fits two moving hand positions (running means of each hand's recent pitches), with penalties for a hand
-spanning more than a tenth and for crossing the other hand. Better than a fixed split at middle C for
+spanning more than an octave and for crossing the other hand. Better than a fixed split at middle C for
 music whose hands move (Alberti bass high up, right-hand melodies low down).
 """
 from __future__ import annotations
@@ -12,7 +12,9 @@ import numpy as np
 from keyscribe.notes import Note
 
 CHORD_S = 0.035
-MAX_SPAN = 16  # semitones one hand reaches comfortably (a tenth and a bit)
+MAX_SPAN = 12  # semitones one hand takes in one chord (an octave; tuned on ASAP training scores)
+ALPHA = 0.3
+LONE_BIAS = 2.0
 
 
 def _clusters(notes: list[Note]) -> list[list[int]]:
@@ -40,7 +42,7 @@ def split_hands(notes: list[Note] | tuple[Note, ...], method: str = "track") -> 
     sorted_notes = [notes[i] for i in order]
     pitches = np.array([x.pitch for x in sorted_notes], float)
     right, left = max(67.0, np.percentile(pitches, 75)), min(53.0, np.percentile(pitches, 25))
-    alpha = 0.25
+    alpha = ALPHA
     for cl in _clusters(sorted_notes):
         ps = sorted(cl, key=lambda i: sorted_notes[i].pitch)
         p = np.array([sorted_notes[i].pitch for i in ps], float)
@@ -56,7 +58,7 @@ def split_hands(notes: list[Note] | tuple[Note, ...], method: str = "track") -> 
                 cost += 50
             # a lone note: prefer the hand whose position is closer but keep a split at middle C in mind
             if len(p) == 1:
-                cost += 2.0 * abs((60 - p[0])) * (1 if (k == 1) == (p[0] >= 60) else 0) / 12
+                cost += LONE_BIAS * abs((60 - p[0])) * (1 if (k == 1) == (p[0] >= 60) else 0) / 12
             if cost < best:
                 best, best_k = cost, k
         for j, i in enumerate(ps):

@@ -104,10 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default="/tmp/keyscribe_beat_cache")
     ap.add_argument("--crop", type=float, default=30.0)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--with-validation", action="store_true",
+                    help="also train on the validation pieces (asap.is_validation); default: keep them out")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     t_start = time.time()
-    train = [e for e in asap.entries(args.asap, split="train")]
+    train = [e for e in asap.entries(args.asap, split="train")
+             if args.with_validation or not asap.is_validation(e.composer, e.title)]
     assert all(e.split == "train" for e in train)
     data = _cache(train, Path(args.cache))
     data = [d for d in data if len(d["beats"]) > 4 and len(d["on"]) > 10]
