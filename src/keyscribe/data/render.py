@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keyscribe.errors import KeyscribeError
-from keyscribe.notes import PEDAL_THRESHOLD, Performance
+from keyscribe.notes import MAX_PITCH, MIN_PITCH, PEDAL_THRESHOLD, Performance
 
 PEAK = 0.9  # every render is scaled so that max |x| == PEAK (unless it is silent)
 DEFAULT_TAIL_S = 1.0  # audio kept after the performance's last event
@@ -159,11 +159,15 @@ def _fluidsynth_importable() -> bool:
 _PEDAL_DOWN, _NOTE_OFF, _PEDAL_UP, _NOTE_ON = range(4)
 
 
-def _midi_events(perf: Performance) -> list[tuple[float, int, int, int, int]]:
-    """(time_s, kind, pitch_or_0, velocity_or_cc_value, note_id), sorted for playing."""
+def _midi_events(perf: Performance, latency: np.ndarray | None = None) -> list[tuple[float, int, int, int, int]]:
+    """(time_s, kind, pitch_or_0, velocity_or_cc_value, note_id), sorted for playing; note-ons are
+    moved `latency` (see `fluid_latency`) early."""
     events: list[tuple[float, int, int, int, int]] = []
     for i, note in enumerate(perf.notes):
-        events.append((note.onset_s, _NOTE_ON, note.pitch, note.velocity, i))
+        early = 0.0
+        if latency is not None:
+            early = float(np.interp(note.velocity, _CAL_VELOCITIES, latency[note.pitch - MIN_PITCH]))
+        events.append((max(0.0, note.onset_s - early), _NOTE_ON, note.pitch, note.velocity, i))
         events.append((note.offset_s, _NOTE_OFF, note.pitch, 0, i))
     for pedal in perf.pedals:
         events.append((pedal.onset_s, _PEDAL_DOWN, 0, 127, -1))
@@ -219,6 +223,65 @@ def _fresh_fluid(path: str, rate: int, polyphony: int) -> _Fluid:
     return _Fluid(path, rate, polyphony)
 
 
+_CAL_VELOCITIES = (8, 24, 40, 56, 72, 88, 104, 120, 127)
+_CAL_VERSION = "fluid-latency-v1"
+_LATENCY: dict[tuple, np.ndarray] = {}
+
+
+def fluid_latency(spec: PianoSpec, rate: int) -> np.ndarray:
+    """Seconds from note-on to the note's onset, shape (88, len(_CAL_VELOCITIES)), for a soundfont preset.
+
+    The onset is where the note's 1 ms RMS envelope first reaches -30 dB re its peak (the sampler trims
+    its samples to the same point). Measured once per preset and rate by playing every key at each
+    calibration velocity from a block boundary (0.1-6 ms in these soundfonts: their samples' lead-ins
+    and attack envelopes); kept in memory and in the sampler's cache folder. Note-ons are sent this much
+    early, so the sounds line up with their labels.
+    """
+    from keyscribe.data.sampler import default_cache_dir, envelope
+
+    key = (spec.path, spec.bank, spec.program, rate)
+    table = _LATENCY.get(key)
+    if table is not None:
+        return table
+    st = os.stat(spec.path)
+    name = f"{_CAL_VERSION}-{os.path.basename(spec.path)}-{st.st_size}-{int(st.st_mtime)}-b{spec.bank}-p{spec.program}-r{rate}.npy"
+    cache = default_cache_dir()
+    path = cache / name if cache is not None else None
+    if path is not None and path.is_file():
+        try:
+            table = np.load(path)
+        except (OSError, ValueError):
+            table = None
+    if table is None or table.shape != (MAX_PITCH - MIN_PITCH + 1, len(_CAL_VELOCITIES)):
+        fluid = _fresh_fluid(spec.path, rate, spec.polyphony)
+        try:
+            fluid.select(spec.bank, spec.program)
+            window = 3072  # frames: every onset lies well inside
+            table = np.zeros((MAX_PITCH - MIN_PITCH + 1, len(_CAL_VELOCITIES)))
+            for i, pitch in enumerate(range(MIN_PITCH, MAX_PITCH + 1)):
+                for j, velocity in enumerate(_CAL_VELOCITIES):
+                    fluid.synth.noteon(0, pitch, velocity)
+                    y = fluid.write(window).copy()
+                    fluid.synth.all_sounds_off(0)
+                    fluid.write(2 * FLUID_BLOCK)
+                    env = envelope(y, round(0.001 * rate))
+                    if env.max() > 0:
+                        table[i, j] = np.argmax(env >= env.max() * 10 ** (-30 / 20)) / rate
+        finally:
+            fluid.delete()
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                with open(tmp, "wb") as fh:
+                    np.save(fh, table)
+                os.replace(tmp, path)
+            except OSError:
+                pass
+    _LATENCY[key] = table
+    return table
+
+
 def fluid_internal_rate(sample_rate: int) -> int:
     """The rate FluidSynth runs at for a given output rate (2x up to 24 kHz output, else the same)."""
     return 2 * sample_rate if sample_rate <= 24000 else sample_rate
@@ -256,8 +319,9 @@ def _play_fluid(fluid: _Fluid, spec: PianoSpec, perf: Performance, sample_rate: 
             emit(stream.resample_chunk(mono) if stream is not None else mono.copy())
             state["pos"] += n
 
+    latency = fluid_latency(spec, rate)
     owner: dict[int, int] = {}  # pitch -> id of the note that last struck it
-    for time_s, kind, pitch, value, note_id in _midi_events(perf):
+    for time_s, kind, pitch, value, note_id in _midi_events(perf, latency):
         frame = int(round(time_s * rate / FLUID_BLOCK)) * FLUID_BLOCK
         advance(frame)
         if kind == _NOTE_ON:

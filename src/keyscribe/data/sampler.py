@@ -17,8 +17,10 @@ How a performance is played (`SalamanderSampler.render`):
 - a re-struck key cuts its previous sound with a `RESTRIKE_FADE_S` fade from the new onset.
 
 Onsets: each sample's silent or key-noise lead-in is cut so that the sample starts `PREROLL_S` before
-its envelope (1 ms RMS) first reaches -30 dB re its peak; the note is placed at the exact sample of its
-onset. `onset_report()` measures, over every key and layer, when the rendered note reaches -20 dB.
+its envelope (1 ms RMS) first reaches -30 dB re its peak (the first half of that is faded in), and it is
+placed `PREROLL_S` before its label, to the sample: the -30 dB point lands on the label.
+`onset_report()` measures, over every key and layer, when a note reaches another level (e.g. -20 dB,
+which the bass's slower attack reaches up to ~15 ms later).
 
 Decoded, transposed, trimmed samples ("variants", one per key and layer) are made on first use at the
 target rate and kept in memory as float16 (relative error < -70 dB, below the Vorbis source's own
@@ -40,14 +42,14 @@ from keyscribe.notes import MAX_PITCH, MIN_PITCH, Performance
 
 SAMPLES_ENV = "KEYSCRIBE_SALAMANDER_DIR"  # folder holding piano-velocity1..16/ and piano-release/
 CACHE_ENV = "KEYSCRIBE_CACHE_DIR"  # where decoded samples are cached ("" or "none" disables the disk cache)
-CACHE_VERSION = "salamander-v1"  # bump when the way variants are made changes
+CACHE_VERSION = "salamander-v3"  # bump when the way variants are made changes
 
 N_LAYERS = 16
 SAMPLED_PITCHES = tuple(range(MIN_PITCH, MAX_PITCH + 1, 3))  # A0, C1, D#1, F#1, ..., C8 (30 keys)
 FIRST_UNDAMPED = 91  # G6: this key and the 17 above it have no dampers
 VELOCITY_DB_PER_STEP = 0.15  # gain slope inside a layer (layers are ~1.2 dB apart, 8 velocities)
 ONSET_THRESHOLD_DB = -30.0  # a sample's onset: its 1 ms RMS envelope first reaches this re its peak
-PREROLL_S = 0.0005  # kept before that point, faded in
+PREROLL_S = 0.001  # kept before that point; its first half is faded in
 TAIL_FLOOR_DB = -80.0  # a sample is cut where its envelope last exceeds this re its peak
 RESTRIKE_FADE_S = 0.010
 RELEASE_DB = -24.0  # release-noise level at velocity 127, re the release sample as recorded
@@ -134,18 +136,21 @@ def envelope(x: np.ndarray, width: int) -> np.ndarray:
 
 
 def trim_sample(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
-    """`x` with its lead-in and silent tail cut (see module doc), and the index where it was cut."""
+    """`x` with its lead-in and silent tail cut (see module doc), and the index of `x` it now starts at
+    (negative if it had to be padded)."""
     env = envelope(x, round(0.001 * sample_rate))
     top = float(env.max())
     if top <= 0:
         return x[:0], 0
     onset = int(np.argmax(env >= top * 10 ** (ONSET_THRESHOLD_DB / 20)))
     pre = max(1, round(PREROLL_S * sample_rate))
-    start = max(0, onset - pre)
+    start = onset - pre
     loud = np.flatnonzero(env >= top * 10 ** (TAIL_FLOOR_DB / 20))
     end = int(loud[-1]) + 1
-    y = np.array(x[start:end], dtype=np.float32)
-    fade_in = min(onset - start, len(y))
+    y = np.array(x[max(start, 0):end], dtype=np.float32)
+    if start < 0:  # too little lead-in: pad so the onset is still `pre` samples in
+        y = np.concatenate([np.zeros(-start, dtype=np.float32), y])
+    fade_in = min((onset - start) // 2, len(y))  # leaves the envelope at the onset untouched
     if fade_in > 0:
         y[:fade_in] *= (0.5 - 0.5 * np.cos(np.pi * (np.arange(fade_in) + 0.5) / fade_in)).astype(np.float32)
     fade_out = min(len(y), round(0.02 * sample_rate))
@@ -290,8 +295,9 @@ class SalamanderSampler:
             last_index[note.pitch] = i
         cut_len = max(1, round(RESTRIKE_FADE_S * sr))
         cut_curve = (0.5 + 0.5 * np.cos(np.pi * (np.arange(cut_len) + 0.5) / cut_len)).astype(np.float32)
+        lead = max(1, round(PREROLL_S * sr))  # samples start this long before their onset
         for i, note in enumerate(notes):
-            start = int(round(note.onset_s * sr))
+            start = int(round(note.onset_s * sr)) - lead  # output index of the sample's first value
             if start >= n_out:
                 continue
             layer = velocity_layer(note.velocity, float(dither[i]))
@@ -302,35 +308,43 @@ class SalamanderSampler:
             damped = note.pitch < FIRST_UNDAMPED
             damper = int(round(note.offset_s * sr)) if damped else None
             if restrike is not None and (damper is None or restrike <= damper):
-                fade_at, curve, release_at = restrike, cut_curve, None
+                fade_at, curve, release_at = restrike - lead, cut_curve, None
             elif damper is not None:
-                fade_at, curve, release_at = damper, self._damper_curve(note.pitch), damper
+                fade_at, curve, release_at = damper, self._damper_curve(note.pitch), damper - lead
             else:
                 fade_at, curve, release_at = end, cut_curve[:0], None
-            body_end = min(fade_at, end, n_out)
-            if body_end > start:
-                out[start:body_end] += sample[: body_end - start] * gain
+            _mix(out, sample, start, max(start, 0), min(fade_at, end, n_out), gain)
             fade_end = min(fade_at + len(curve), end, n_out)
-            if fade_end > fade_at:
-                seg = sample[fade_at - start: fade_end - start] * gain
-                out[fade_at:fade_end] += seg * curve[: fade_end - fade_at]
+            a = max(fade_at, start, 0)
+            if fade_end > a:
+                seg = sample[a - start: fade_end - start] * gain
+                out[a:fade_end] += seg * curve[a - fade_at: fade_end - fade_at]
             if release_at is not None and release_at < n_out:
                 rel = self.release(note.pitch)
-                rel_end = min(release_at + len(rel), n_out)
                 rel_gain = np.float32(10 ** (RELEASE_DB / 20) * math.sqrt(note.velocity / 127))
-                out[release_at:rel_end] += rel[: rel_end - release_at] * rel_gain
+                _mix(out, rel, release_at, max(release_at, 0), min(release_at + len(rel), n_out), rel_gain)
         return out
 
-    def onset_report(self, threshold_db: float = -20.0, layers=range(N_LAYERS)) -> np.ndarray:
-        """Milliseconds from each variant's first sample to its envelope reaching `threshold_db` re peak,
-        shape (len(layers), 88); a note's audible onset lands that long after its label."""
+    def onset_report(self, threshold_db: float = -20.0, layers=range(N_LAYERS),
+                     pitches=range(MIN_PITCH, MAX_PITCH + 1)) -> np.ndarray:
+        """Milliseconds from a note's label to its envelope reaching `threshold_db` re peak, for every
+        variant: shape (len(layers), len(pitches)). (-30 dB: 0 by construction, up to float16 rounding.)"""
         width = round(0.001 * self.sample_rate)
-        res = np.zeros((len(layers), MAX_PITCH - MIN_PITCH + 1))
+        lead = max(1, round(PREROLL_S * self.sample_rate))
+        pitches = list(pitches)
+        res = np.zeros((len(layers), len(pitches)))
         for li, layer in enumerate(layers):
-            for p in range(MIN_PITCH, MAX_PITCH + 1):
+            for pi, p in enumerate(pitches):
                 env = envelope(np.asarray(self.variant(p, layer), dtype=np.float32), width)
-                res[li, p - MIN_PITCH] = np.argmax(env >= env.max() * 10 ** (threshold_db / 20)) / self.sample_rate * 1e3
+                first = np.argmax(env >= env.max() * 10 ** (threshold_db / 20))
+                res[li, pi] = (first - lead) / self.sample_rate * 1e3
         return res
+
+
+def _mix(out: np.ndarray, sample: np.ndarray, start: int, a: int, b: int, gain: np.float32) -> None:
+    """out[a:b] += gain * sample placed with its first value at output index `start` (start <= a)."""
+    if b > a:
+        out[a:b] += sample[a - start: b - start] * gain
 
 
 _SAMPLERS: dict[tuple[int, str], SalamanderSampler] = {}
