@@ -153,7 +153,13 @@ def _run_evaluate_model(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [_add_evaluate, _add_stats, _add_render_dataset, _add_train, _add_evaluate_model, _add_score, _add_score_eval]
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from keyscribe.web.commands import add_serve, add_worker  # argparse only; Django loads on run
+    add_serve(sub)
+    add_worker(sub)
+
+
+COMMANDS = [_add_evaluate, _add_stats, _add_render_dataset, _add_train, _add_evaluate_model, _add_score, _add_score_eval, _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
