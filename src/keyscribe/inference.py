@@ -1,0 +1,793 @@
+"""The transcription engine: a model runtime, long audio streamed in overlapping windows, streaming decoding.
+
+Runtimes (`load_model`):
+- onnxruntime (the default on CPU): the shipped `models/keyscribe-crgcn.onnx`, or any file written by
+  `export_onnx`. Needs no torch.
+- torch (`device="cuda"`, or a training checkpoint `.pt`): the `Transcriber` on the chosen device.
+
+A recording never sits in memory whole. Audio is decoded chunk by chunk (`audio.iter_audio_chunks`),
+log-mel frames are computed as the audio arrives (`StreamingMel`, equal to `features.log_mel` of the
+whole recording), the model runs on windows of `WindowConfig.window_s` seconds that overlap by
+`context_s` on each side and only each window's centre is kept (the BiLSTM needs context either side;
+`context_s` was chosen by measuring stitched against whole-recording probabilities, see
+docs/inference.md), and the kept probabilities go straight into `StreamingDecoder`, which gives the same
+notes and pedal intervals as `decode.decode_notes`/`decode_pedals` on the whole recording. Memory is
+one window plus the notes found; time is linear in the length.
+
+The model file's JSON sidecar (`<name>.json` beside `<name>.onnx`) holds the model id, the feature
+configuration, the decode thresholds, metrics and the weights' licence.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from keyscribe.decode import DecodeConfig
+from keyscribe.errors import KeyscribeError, ModelError
+from keyscribe.features import FeatureConfig, log_mel, mel_filterbank
+from keyscribe.notes import MIN_PITCH, N_KEYS, Note, PedalInterval
+
+MODEL_DIR = Path(__file__).resolve().parent / "models"
+MODEL_NAME = "keyscribe-crgcn"
+FORMAT_VERSION = 1
+OUTPUTS = ("onset", "offset", "frame", "velocity", "pedal")  # the ONNX graph's outputs, all probabilities
+PROBABILITIES = ("onset", "offset", "frame", "velocity", "pedal_onset", "pedal_offset", "pedal_frame")
+WEIGHTS_LICENCE = "CC BY-NC-SA 4.0 (non-commercial use only)"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How a long recording is cut for the model: windows of `window_s` seconds whose first and last
+    `context_s` seconds only give the BiLSTM context (the centre, `window_s - 2 * context_s`, is kept);
+    `batch` windows go through the model at once; audio is decoded `chunk_s` seconds at a time."""
+
+    window_s: float = 20.0
+    context_s: float = 2.0
+    batch: int = 1
+    chunk_s: float = 10.0
+
+    def frames(self, frame_rate: float) -> tuple[int, int]:
+        """(window, context) in frames."""
+        window = max(1, round(self.window_s * frame_rate))
+        context = round(self.context_s * frame_rate)
+        if window - 2 * context < 1:
+            raise KeyscribeError(f"window of {self.window_s} s leaves nothing between contexts of {self.context_s} s")
+        return window, context
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the JSON sidecar says about a model."""
+
+    model_id: str
+    features: FeatureConfig = FeatureConfig()
+    decode: DecodeConfig = DecodeConfig()
+    model_config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    licence: str = WEIGHTS_LICENCE
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "model_id": self.model_id, "features": asdict(self.features),
+                "decode": asdict(self.decode), "model_config": self.model_config, "metrics": self.metrics,
+                "licence": self.licence, "outputs": list(OUTPUTS), **self.extra}
+
+    @classmethod
+    def from_json(cls, raw: dict, where: str) -> "ModelInfo":
+        try:
+            if int(raw.get("format_version", FORMAT_VERSION)) > FORMAT_VERSION:
+                raise ModelError(f"{where}: made by a newer keyscribe (format {raw['format_version']}); upgrade keyscribe")
+            known = {"format_version", "model_id", "features", "decode", "model_config", "metrics", "licence", "outputs"}
+            return cls(model_id=str(raw["model_id"]), features=_dataclass_from(FeatureConfig, raw.get("features", {})),
+                       decode=_dataclass_from(DecodeConfig, raw.get("decode", {})),
+                       model_config=dict(raw.get("model_config", {})), metrics=dict(raw.get("metrics", {})),
+                       licence=str(raw.get("licence", WEIGHTS_LICENCE)),
+                       extra={k: v for k, v in raw.items() if k not in known})
+        except ModelError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{where}: not a keyscribe model description ({type(exc).__name__}: {exc})") from None
+
+
+def _dataclass_from(cls, raw: dict):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in dict(raw).items() if k in names})
+
+
+# --------------------------------------------------------------------------------------------------
+# Runtimes
+
+
+class Model:
+    """A loaded model: `run` maps (B, T, n_mels) log-mel to probabilities (B, T, 88) and (B, T, 3)."""
+
+    runtime = "?"
+    device = "cpu"
+
+    def __init__(self, info: ModelInfo, path: Path | None):
+        self.info = info
+        self.path = path
+
+    @property
+    def model_id(self) -> str:
+        return self.info.model_id
+
+    @property
+    def features(self) -> FeatureConfig:
+        return self.info.features
+
+    @property
+    def decode_config(self) -> DecodeConfig:
+        return self.info.decode
+
+    def run(self, mel: np.ndarray) -> dict[str, np.ndarray]:
+        """Probabilities for a batch of log-mel windows: dict of OUTPUTS, each (B, T, 88) or pedal (B, T, 3)."""
+        raise NotImplementedError
+
+    def probabilities(self, mel: np.ndarray) -> dict[str, np.ndarray]:
+        """The whole (T, n_mels) input in one pass, as `train.probabilities` names them (no windowing)."""
+        return split_pedal({k: v[0] for k, v in self.run(np.asarray(mel, np.float32)[None]).items()})
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.model_id} on {self.device} ({self.runtime})>"
+
+
+def split_pedal(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """OUTPUTS -> PROBABILITIES: the (..., 3) pedal output as pedal_onset/offset/frame."""
+    probs = {k: v for k, v in out.items() if k != "pedal"}
+    pedal = out["pedal"]
+    probs.update(pedal_onset=pedal[..., 0], pedal_offset=pedal[..., 1], pedal_frame=pedal[..., 2])
+    return probs
+
+
+class OnnxModel(Model):
+    """onnxruntime on the CPU (or its CUDA provider when onnxruntime-gpu is installed and asked for)."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, info: ModelInfo, *, threads: int | None = None, device: str = "cpu"):
+        super().__init__(info, path)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads or 0  # 0: one per physical core
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        # Spinning threads burn CPU between runs, which a machine shared with decoding and other work
+        # pays for; measured no slower without.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
+            raise ModelError(f"{path.name}: not a loadable ONNX model ({_one_line(exc)})") from None
+        names = [o.name for o in self.session.get_outputs()]
+        if names != list(OUTPUTS):
+            raise ModelError(f"{path.name}: outputs {names} are not keyscribe's {list(OUTPUTS)}")
+        self.device = device
+        self._input = self.session.get_inputs()[0].name
+
+    def run(self, mel: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.session.run(None, {self._input: np.ascontiguousarray(mel, dtype=np.float32)})
+        return dict(zip(OUTPUTS, out))
+
+
+class TorchModel(Model):
+    """The torch `Transcriber` (for CUDA, and for checkpoints not yet exported)."""
+
+    runtime = "torch"
+
+    def __init__(self, module, info: ModelInfo, path: Path | None, device: str = "cpu", threads: int | None = None):
+        super().__init__(info, path)
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = device
+        self.module = _ProbabilityGraph(module).to(device).eval()
+
+    def run(self, mel: np.ndarray) -> dict[str, np.ndarray]:
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).to(self.device)
+            out = self.module(x)
+        return {name: t.float().cpu().numpy() for name, t in zip(OUTPUTS, out)}
+
+
+def _probability_graph_class():
+    import torch
+
+    class ProbabilityGraph(torch.nn.Module):
+        """The Transcriber with sigmoids applied, outputs as a tuple in OUTPUTS order (the exported graph)."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, mel):
+            out = self.model(mel)
+            return tuple(torch.sigmoid(out[name]) for name in OUTPUTS)
+
+    return ProbabilityGraph
+
+
+def _ProbabilityGraph(model):
+    return _probability_graph_class()(model)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when an NVIDIA GPU and a CUDA torch are present, else 'cpu' (without importing torch
+    on machines with no GPU driver)."""
+    if device not in DEVICES:
+        raise KeyscribeError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        if not (Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi")):
+            return "cpu"
+        return "cuda" if _torch_cuda_available() else "cpu"
+    if device == "cuda" and not _torch_cuda_available() and not _ort_cuda_available():
+        raise KeyscribeError("device cuda asked for, but neither torch nor onnxruntime sees a CUDA GPU")
+    return device
+
+
+def _torch_cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _ort_cuda_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def default_model_path() -> Path:
+    return MODEL_DIR / f"{MODEL_NAME}.onnx"
+
+
+def load_model(model: str | os.PathLike | Model | None = None, *, device: str = "auto",
+               threads: int | None = None) -> Model:
+    """A runtime for `model`: None (the shipped model), an `.onnx` file (its `.json` sidecar beside it),
+    a sidecar `.json`, a folder holding one model, a training checkpoint `.pt` (torch), or a loaded
+    `Model` (returned as it is). On the CPU an ONNX model runs in onnxruntime; on CUDA it runs in
+    onnxruntime's CUDA provider when installed, else in torch from the `.pt` weights beside it.
+    Raises `ModelError` (one line) when the file is missing or unusable."""
+    if isinstance(model, Model):
+        return model
+    device = resolve_device(device)
+    path = _model_path(model)
+    if path.suffix == ".pt":
+        return _load_checkpoint(path, device, threads)
+    info = read_info(path)
+    if device == "cuda" and not _ort_cuda_available():
+        weights = path.with_suffix(".pt")
+        if not weights.is_file():
+            raise ModelError(f"{path.name}: device cuda needs onnxruntime-gpu or the torch weights {weights.name} "
+                             "beside the model (keyscribe export-model --with-torch)")
+        return _load_checkpoint(weights, device, threads, info)
+    return OnnxModel(path, info, threads=threads, device=device)
+
+
+def _model_path(model: str | os.PathLike | None) -> Path:
+    if model is None:
+        path = default_model_path()
+        if not path.is_file():
+            raise ModelError(f"the shipped model {path.name} is missing from {path.parent}; reinstall keyscribe "
+                             "or pass a model file (--model PATH)")
+        return path
+    path = Path(model)
+    if path.is_dir():
+        found = sorted(path.glob("*.onnx"))
+        if len(found) != 1:
+            raise ModelError(f"{path}: expected one .onnx model in the folder, found {len(found)}")
+        path = found[0]
+    if path.suffix == ".json":
+        path = path.with_suffix(".onnx")
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    if path.suffix not in (".onnx", ".pt"):
+        raise ModelError(f"{path.name}: not a model file (expected .onnx, .json or a .pt checkpoint)")
+    return path
+
+
+def read_info(onnx_path: Path) -> ModelInfo:
+    """The sidecar of `onnx_path`; a bare ONNX file without one gets defaults and its file name as id."""
+    sidecar = onnx_path.with_suffix(".json")
+    if not sidecar.is_file():
+        return ModelInfo(model_id=onnx_path.stem)
+    try:
+        raw = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{sidecar.name}: unreadable model description ({_one_line(exc)})") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"{sidecar.name}: not a keyscribe model description")
+    return ModelInfo.from_json(raw, sidecar.name)
+
+
+def _load_checkpoint(path: Path, device: str, threads: int | None, info: ModelInfo | None = None) -> TorchModel:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ModelError(f"{path.name}: a torch checkpoint needs torch (pip install 'keyscribe[train]')") from None
+    payload, module = _read_checkpoint(path)
+    if info is None:
+        info = checkpoint_info(path, payload)
+    return TorchModel(module.eval(), info, path, device=device, threads=threads)
+
+
+def _read_checkpoint(path: Path):
+    """(payload, Transcriber in eval mode) of a checkpoint or a weights file written by `export_onnx`."""
+    import torch
+
+    from keyscribe.model import ModelConfig, Transcriber
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        module = Transcriber(ModelConfig.from_dict(payload["model_config"]))
+        module.load_state_dict(payload["model"], strict=True)
+    except Exception as exc:  # torch.load and load_state_dict raise many types for bad files
+        raise ModelError(f"{path.name}: not a usable keyscribe checkpoint ({_one_line(exc)})") from None
+    return payload, module.eval()
+
+
+def checkpoint_info(path: Path, payload: dict | None = None, model_id: str | None = None) -> ModelInfo:
+    """A ModelInfo for a training checkpoint: decode thresholds from the run's config.json if present."""
+    decode = DecodeConfig()
+    run_config = path.parent / "config.json"
+    if run_config.is_file():
+        try:
+            decode = _dataclass_from(DecodeConfig, json.loads(run_config.read_text()).get("decode", {}))
+        except (OSError, ValueError, TypeError):
+            pass
+    metrics: dict[str, Any] = {}
+    model_config: dict = {}
+    if payload is not None:
+        state = payload.get("state", {}) or {}
+        if "best_note_f1" in state and state["best_note_f1"] >= 0:
+            metrics["validation_note_f1"] = round(float(state["best_note_f1"]), 4)
+        if "step" in state:
+            metrics["training_steps"] = int(state["step"])
+        model_config = dict(payload.get("model_config", {}))
+    return ModelInfo(model_id=model_id or f"{path.parent.name}-{path.stem}", decode=decode,
+                     model_config=model_config, metrics=metrics)
+
+
+# --------------------------------------------------------------------------------------------------
+# Export
+
+
+def export_onnx(checkpoint_or_model, path: str | os.PathLike, *, model_id: str | None = None,
+                decode: DecodeConfig | None = None, metrics: dict | None = None,
+                licence: str = WEIGHTS_LICENCE, with_torch: bool = False, verify: bool = True) -> Path:
+    """Export a checkpoint (`.pt` path) or a `Transcriber` to ONNX at `path`, with its JSON sidecar beside it.
+
+    The graph takes log-mel (batch, frames, n_mels) and returns the sigmoid probabilities OUTPUTS with
+    batch and frames dynamic. Decode thresholds come from `decode`, else from the checkpoint's run
+    `config.json`, else the defaults. `verify` runs onnxruntime and torch on the same input and fails if
+    they differ by more than 1e-4. `with_torch` also writes `<name>.pt` (weights only) for the CUDA
+    runtime. Every file is written atomically. Returns the `.onnx` path.
+    """
+    import torch
+
+    from keyscribe.model import Transcriber
+
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ModelError(f"{path}: the exported model's name must end in .onnx")
+    if isinstance(checkpoint_or_model, Transcriber):
+        module, payload = checkpoint_or_model, None
+        info = ModelInfo(model_id=model_id or path.stem, model_config=module.config.to_dict())
+    else:
+        ckpt = Path(checkpoint_or_model)
+        if not ckpt.is_file():
+            raise ModelError(f"{ckpt}: no such checkpoint")
+        payload, module = _read_checkpoint(ckpt)
+        info = checkpoint_info(ckpt, payload, model_id)
+    module = module.eval()
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    info = ModelInfo(model_id=model_id or info.model_id, decode=decode or info.decode,
+                     model_config=module.config.to_dict(), metrics={**info.metrics, **(metrics or {})},
+                     licence=licence, extra={"created": created, "onnx_opset": 17, "exported_by": "keyscribe"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = _ProbabilityGraph(module).eval()
+    example = torch.randn(1, 400, module.config.n_mels)
+    dims = {0: "batch", 1: "frames"}
+    with _atomic(path) as tmp:
+        with torch.inference_mode(False), torch.no_grad(), _quiet_export():
+            torch.onnx.export(graph, (example,), str(tmp), input_names=["mel"], output_names=list(OUTPUTS),
+                              dynamic_axes={"mel": dims, **{name: dims for name in OUTPUTS}},
+                              opset_version=17, do_constant_folding=True, dynamo=False)
+        graph.eval()  # the exporter restores the wrapper's training flag, which reaches the model
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        if verify:
+            _verify_export(tmp, graph, module.config.n_mels)
+        info = replace(info, extra={**info.extra, "sha256": digest})
+        _write_json_atomic(path.with_suffix(".json"), info.to_json())
+    if with_torch:
+        with _atomic(path.with_suffix(".pt")) as tmp:
+            torch.save({"model_config": module.config.to_dict(), "model": module.state_dict()}, tmp)
+    return path
+
+
+def _verify_export(onnx_path: Path, graph, n_mels: int) -> None:
+    import onnxruntime as ort
+    import torch
+
+    rng = np.random.default_rng(0)
+    mel = rng.normal(-4.0, 2.0, size=(2, 157, n_mels)).astype(np.float32)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ours = session.run(None, {"mel": mel})
+    with torch.inference_mode():
+        ref = [t.numpy() for t in graph.eval()(torch.from_numpy(mel))]
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(ours, ref))
+    if worst > 1e-4:
+        raise ModelError(f"{onnx_path.name}: onnxruntime and torch disagree by {worst:.2e} after export")
+
+
+class _quiet_export:
+    """Silence the legacy exporter's deprecation and RNN warnings (they are about the exporter, not us)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore")
+        return self
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+class _atomic:
+    """`with _atomic(path) as tmp:` write to `tmp` (same folder); renamed to `path` only on success."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+        return False
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    with _atomic(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming features
+
+
+class StreamingMel:
+    """`features.log_mel` of a recording fed in pieces: `push(samples)` and `finish()` return the frames
+    that became computable, and all of them joined equal `log_mel` of the whole recording."""
+
+    def __init__(self, config: FeatureConfig = FeatureConfig()):
+        self.config = config
+        self.pad = config.n_fft // 2
+        self.window = np.hanning(config.n_fft + 1)[:-1].astype(np.float32)
+        self.fbank = mel_filterbank(config)
+        self.n_samples = 0
+        self.next_frame = 0
+        self._head: list[np.ndarray] = []  # audio held until the first pad + 1 samples are in
+        self._buf: np.ndarray | None = None  # the padded signal from next_frame * hop on
+        self._tail = np.zeros(0, np.float32)  # the last pad + 1 samples, for the end's reflection
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self.n_samples += samples.size
+        self._tail = np.concatenate([self._tail, samples[-(self.pad + 1):]])[-(self.pad + 1):]
+        if self._buf is None:
+            self._head.append(samples)
+            if self.n_samples <= self.pad:
+                return self._empty()
+            audio = np.concatenate(self._head)
+            self._head = []
+            self._buf = np.concatenate([audio[1:self.pad + 1][::-1], audio])
+        else:
+            self._buf = np.concatenate([self._buf, samples])
+        hop, n_fft = self.config.hop_length, self.config.n_fft
+        ready = 0 if len(self._buf) < n_fft else 1 + (len(self._buf) - n_fft) // hop
+        return self._frames(ready)
+
+    def finish(self) -> np.ndarray:
+        """The remaining frames, up to `config.n_frames(n_samples)` in all."""
+        if self._buf is None:  # shorter than the padding: log_mel pads with zeros instead of reflecting
+            audio = np.concatenate(self._head) if self._head else np.zeros(0, np.float32)
+            self._head = []
+            frames = log_mel(audio, self.config) if audio.size else self._empty()
+            self.next_frame = len(frames)
+            return frames
+        self._buf = np.concatenate([self._buf, self._tail[:-1][::-1]])
+        return self._frames(self.config.n_frames(self.n_samples) - self.next_frame)
+
+    def _frames(self, count: int) -> np.ndarray:
+        if count <= 0:
+            return self._empty()
+        hop, n_fft = self.config.hop_length, self.config.n_fft
+        frames = np.lib.stride_tricks.sliding_window_view(self._buf, n_fft)[::hop][:count]
+        magnitude = np.abs(np.fft.rfft(frames * self.window, axis=1)).astype(np.float32)
+        out = np.log(np.maximum(magnitude @ self.fbank, self.config.log_floor))
+        self.next_frame += count
+        self._buf = self._buf[count * hop:].copy()
+        return out
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, self.config.n_mels), np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Windows
+
+
+def iter_probabilities(model: Model, mel_blocks: Iterable[np.ndarray], window: WindowConfig = WindowConfig()
+                       ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Run `model` over a stream of log-mel frame blocks in overlapping windows; yield
+    (first frame, probabilities (n, ...) as PROBABILITIES) for consecutive frames, each from the centre
+    of its window (the recording's ends from the first and last windows)."""
+    size, context = window.frames(model.features.frame_rate)
+    keep = size - 2 * context
+    n_mels = model.features.n_mels
+    buf = np.zeros((0, n_mels), np.float32)  # frames from buf_start on
+    buf_start = 0
+    next_keep = 0  # first frame not yet yielded
+    queue: list[tuple[int, int, int]] = []  # (window start, keep start, keep end) waiting for a batch
+
+    def flush(queue_: list[tuple[int, int, int]], buf_: np.ndarray, buf_start_: int):
+        starts = [a - buf_start_ for a, _, _ in queue_]
+        lengths = {min(size, len(buf_) - s) for s in starts}
+        if len(lengths) == 1:
+            batch = np.stack([buf_[s:s + size] for s in starts])
+            out = model.run(batch)
+            results = [{k: v[i] for k, v in out.items()} for i in range(len(queue_))]
+        else:
+            results = [{k: v[0] for k, v in model.run(buf_[s:s + size][None]).items()} for s in starts]
+        for (a, k0, k1), res in zip(queue_, results):
+            yield k0, split_pedal({name: v[k0 - a:k1 - a] for name, v in res.items()})
+
+    for block in mel_blocks:
+        if len(block):
+            buf = np.concatenate([buf, np.asarray(block, np.float32)])
+        # A window whose centre starts at next_keep needs frames up to next_keep - context + size
+        # (the first window starts at 0 and keeps everything but its right context).
+        while True:
+            start = max(0, next_keep - context)
+            end_needed = start + size
+            if buf_start + len(buf) < end_needed:
+                break
+            keep_end = start + size - context
+            queue.append((start, next_keep, keep_end))
+            next_keep = keep_end
+            if len(queue) >= window.batch:
+                yield from flush(queue, buf, buf_start)
+                queue = []
+                drop = max(0, next_keep - context) - buf_start
+                buf, buf_start = buf[drop:], buf_start + drop
+    total = buf_start + len(buf)
+    if queue:
+        yield from flush(queue, buf, buf_start)
+    if next_keep < total:  # the end: a last window with the same left context, up to the last frame
+        start = max(0, next_keep - context)
+        out = model.run(buf[start - buf_start:][None])
+        yield next_keep, split_pedal({k: v[0, next_keep - start:] for k, v in out.items()})
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming decoding
+
+
+class StreamingDecoder:
+    """`decode.decode_notes` and `decode_pedals` over probabilities fed in consecutive blocks of frames.
+
+    Gives exactly the notes and pedal intervals the batch decoder gives on the whole recording, holding
+    only per-key state: the onset run in progress (its values, for the sub-frame peak) and the note
+    waiting for its end. Time is linear in the number of frames.
+    """
+
+    def __init__(self, frame_rate: float, config: DecodeConfig = DecodeConfig(), n_keys: int = N_KEYS):
+        self.frame_rate = frame_rate
+        self.config = config
+        self.n_keys = n_keys
+        self.t = 0  # frames consumed
+        self.notes: list[Note] = []
+        self.pedals: list[PedalInterval] = []
+        self._prev_onset = np.zeros(n_keys, np.float32)  # the last frame's values, for a run starting next
+        self._prev_velocity = np.zeros(n_keys, np.float32)
+        self._run: dict[int, tuple[int, int, list[np.ndarray], list[np.ndarray]]] = {}  # key -> (start, g0, onsets, vels)
+        self._open: dict[int, tuple[float, int]] = {}  # key -> (onset_s, velocity) waiting for its stop
+        self._pedal_start: int | None = None
+
+    def push(self, onset: np.ndarray, frame: np.ndarray, velocity: np.ndarray, pedal_frame: np.ndarray | None = None) -> None:
+        """Add the next (n, 88) onset/frame/velocity probabilities and (n,) pedal-down probabilities."""
+        n = len(onset)
+        if n == 0:
+            return
+        cfg = self.config
+        t0 = self.t
+        on = onset >= cfg.onset_threshold  # (n, keys)
+        stop = on | (frame < cfg.frame_threshold)
+        active = set(np.flatnonzero(on.any(axis=0)).tolist()) | set(self._run) | set(self._open)
+        for key in sorted(active):
+            self._key_block(key, t0, n, onset[:, key], velocity[:, key], on[:, key], stop[:, key])
+        self._prev_onset = onset[-1].astype(np.float32, copy=True)
+        self._prev_velocity = velocity[-1].astype(np.float32, copy=True)
+        if pedal_frame is not None:
+            self._pedal_block(t0, np.asarray(pedal_frame) >= cfg.pedal_threshold)
+        self.t += n
+
+    def _key_block(self, key: int, t0: int, n: int, onset: np.ndarray, velocity: np.ndarray,
+                   on: np.ndarray, stop: np.ndarray) -> None:
+        pos = 0
+        while pos < n:
+            if key in self._open:
+                hits = np.flatnonzero(stop[pos:])
+                if not hits.size:
+                    return
+                pos += int(hits[0])
+                self._close(key, t0 + pos)
+            elif key in self._run:
+                start, g0, onsets, vels = self._run[key]
+                ends = np.flatnonzero(~on[pos:])
+                if not ends.size:
+                    onsets.append(onset[pos:])
+                    vels.append(velocity[pos:])
+                    return
+                end = pos + int(ends[0])
+                onsets.append(onset[pos:end + 1])  # with the frame after the run, the peak's right neighbour
+                vels.append(velocity[pos:end + 1])
+                del self._run[key]
+                self._finish_run(key, start, g0, np.concatenate(onsets), np.concatenate(vels), t0 + end, None)
+                pos = end
+            else:
+                starts = np.flatnonzero(on[pos:])
+                if not starts.size:
+                    return
+                s = pos + int(starts[0])
+                g = t0 + s
+                if g == 0:
+                    self._run[key] = (g, g, [], [])
+                elif s == 0:  # the frame before is the previous block's last
+                    self._run[key] = (g, g - 1, [self._prev_onset[key:key + 1]], [self._prev_velocity[key:key + 1]])
+                else:
+                    self._run[key] = (g, g - 1, [onset[s - 1:s]], [velocity[s - 1:s]])
+                pos = s
+
+    def _finish_run(self, key: int, start: int, g0: int, onsets: np.ndarray, vels: np.ndarray, end: int,
+                    n_frames: int | None) -> None:
+        """A run of onset frames [start, end) is complete: make its note, open until its stop."""
+        # `onsets` covers frames g0 .. end (with the frame after the run when there is one). The peak is
+        # refined exactly as `decode._subframe_peak` does on the whole curve, in global frame numbers so
+        # that the float arithmetic is the same too.
+        local = start - g0 + int(np.argmax(onsets[start - g0:end - g0]))
+        peak = float(local + g0)
+        if 0 < local + g0 and local < len(onsets) - 1:
+            left, mid, right = onsets[local - 1], onsets[local], onsets[local + 1]
+            denom = left - 2 * mid + right
+            if denom < 0:
+                peak = (local + g0) + float(np.clip(0.5 * (left - right) / denom, -0.5, 0.5))
+        last = (end if n_frames is None else n_frames - 1)
+        idx = min(int(round(peak)), last)
+        vel = int(np.clip(round(float(vels[idx - g0]) * 127), 1, 127))
+        onset_s = max(peak, 0.0) / self.frame_rate
+        self._open[key] = (onset_s, vel)
+
+    def _close(self, key: int, stop: int) -> None:
+        onset_s, vel = self._open.pop(key)
+        offset_s = max(stop / self.frame_rate, onset_s + 1.0 / self.frame_rate)
+        self.notes.append(Note(onset_s, offset_s, key + MIN_PITCH, vel))
+
+    def _pedal_block(self, t0: int, down: np.ndarray) -> None:
+        edges = np.diff(np.concatenate([[self._pedal_start is not None], down]).astype(np.int8))
+        for i in np.flatnonzero(edges):
+            if edges[i] > 0:
+                self._pedal_start = t0 + int(i)
+            else:
+                self._add_pedal(self._pedal_start, t0 + int(i))
+                self._pedal_start = None
+
+    def _add_pedal(self, start: int, end: int) -> None:
+        if (end - start) / self.frame_rate >= self.config.min_pedal_s:
+            self.pedals.append(PedalInterval(start / self.frame_rate, end / self.frame_rate))
+
+    def finish(self) -> tuple[list[Note], list[PedalInterval]]:
+        """Close what is still open at the recording's end; (notes by onset then pitch, pedal intervals)."""
+        n = self.t
+        for key in sorted(self._run):
+            start, g0, onsets, vels = self._run.pop(key)
+            self._finish_run(key, start, g0, np.concatenate(onsets), np.concatenate(vels), n, n)
+        for key in sorted(self._open):
+            self._close(key, n)
+        if self._pedal_start is not None:
+            self._add_pedal(self._pedal_start, n)
+            self._pedal_start = None
+        self.notes.sort(key=lambda note: (note.onset_s, note.pitch))
+        return self.notes, self.pedals
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole pipeline
+
+
+@dataclass
+class EngineResult:
+    notes: list[Note]
+    pedals: list[PedalInterval]
+    n_samples: int
+    n_frames: int
+    seconds: float  # wall time
+
+
+def transcribe_chunks(model: Model, chunks: Iterable[np.ndarray], window: WindowConfig = WindowConfig(),
+                      progress=None) -> EngineResult:
+    """Audio chunks (mono float32 at the model's sample rate) -> notes and pedal intervals, streaming.
+    `progress(seconds_done)` is called after each block of frames is decoded."""
+    started = time.perf_counter()
+    features = model.features
+    mel = StreamingMel(features)
+
+    def mel_blocks() -> Iterator[np.ndarray]:
+        for chunk in chunks:
+            yield mel.push(chunk)
+        yield mel.finish()
+
+    decoder = StreamingDecoder(features.frame_rate, model.decode_config)
+    for first, probs in iter_probabilities(model, mel_blocks(), window):
+        decoder.push(probs["onset"], probs["frame"], probs["velocity"], probs["pedal_frame"])
+        if progress is not None:
+            progress((first + len(probs["onset"])) / features.frame_rate)
+    notes, pedals = decoder.finish()
+    if mel.n_samples == 0:
+        raise KeyscribeError("no audio samples to transcribe")
+    return EngineResult(notes, pedals, mel.n_samples, decoder.t, time.perf_counter() - started)
+
+
+def array_chunks(audio: np.ndarray, sample_rate: int, chunk_s: float) -> Iterator[np.ndarray]:
+    step = max(1, round(chunk_s * sample_rate))
+    for start in range(0, len(audio), step):
+        yield audio[start:start + step]
+
+
+def probabilities_whole(model: Model, audio: np.ndarray) -> dict[str, np.ndarray]:
+    """The reference for the windowed path: the model on the whole recording's log-mel in one pass."""
+    return model.probabilities(log_mel(audio, model.features))
+
+
+def probabilities_windowed(model: Model, audio: np.ndarray, window: WindowConfig = WindowConfig()) -> dict[str, np.ndarray]:
+    """The windowed, streamed path's probabilities joined (for tests and for measuring `context_s`)."""
+    mel = StreamingMel(model.features)
+
+    def blocks():
+        for chunk in array_chunks(audio, model.features.sample_rate, window.chunk_s):
+            yield mel.push(chunk)
+        yield mel.finish()
+
+    parts = [probs for _, probs in iter_probabilities(model, blocks(), window)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in PROBABILITIES}

@@ -1,0 +1,291 @@
+"""`keyscribe.transcribe`: a piano recording (a file or an array) to notes, sustain pedal and exports.
+
+    import keyscribe
+    t = keyscribe.transcribe("prelude.mp3")          # the shipped model, onnxruntime on the CPU
+    print(t.note_list())                              # At 0.52 s: C4 E4 G4 ...
+    t.to_midi("prelude.mid"); t.to_csv("prelude.csv"); t.to_json("prelude.json")
+    t.plot_pianoroll("prelude.png")
+
+Every file is written atomically: to a temporary file in the same folder, renamed into place only when
+complete, so an error or Ctrl-C never leaves a half-written output. `write_outputs` writes several
+formats for the CLI, the score formats (musicxml, svg, pdf) through `keyscribe.score`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from keyscribe import __version__
+from keyscribe.errors import AudioError, KeyscribeError
+from keyscribe.inference import Model, WindowConfig, array_chunks, load_model, transcribe_chunks
+from keyscribe.notes import Note, PedalInterval, Performance, pitch_name
+
+CHORD_WINDOW_S = 0.05  # onsets closer than this to a group's first onset are listed as one chord
+FORMATS = ("midi", "csv", "json", "txt", "png", "musicxml", "pdf", "svg")
+SCORE_FORMATS = ("musicxml", "pdf", "svg")
+EXTENSIONS = {"midi": ".mid", "csv": ".csv", "json": ".json", "txt": ".txt", "png": ".png",
+              "musicxml": ".musicxml", "pdf": ".pdf", "svg": ".svg"}
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """What `transcribe` found: notes (key presses, sorted by onset then pitch), sustain-pedal intervals,
+    the recording's duration in seconds and the id of the model that found them."""
+
+    notes: tuple[Note, ...]
+    pedals: tuple[PedalInterval, ...]
+    duration_s: float
+    model_id: str
+    source: str | None = None
+
+    @property
+    def performance(self) -> Performance:
+        return Performance(self.notes, self.pedals)
+
+    def note_list(self, chord_window_s: float = CHORD_WINDOW_S) -> str:
+        """One line per chord or single onset, e.g. 'At 5.60 s: C4 E4 G4' (pitches low to high)."""
+        lines = []
+        for onset, group in _chords(self.notes, chord_window_s):
+            lines.append(f"At {onset:.2f} s: " + " ".join(pitch_name(n.pitch) for n in group))
+        return "\n".join(lines)
+
+    def to_midi(self, path: str | os.PathLike) -> Path:
+        """A one-track piano MIDI file with velocities and the sustain pedal (CC64)."""
+        from keyscribe.midi import write_midi
+
+        return _write_atomic(path, lambda tmp: write_midi(self.performance, tmp))
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """One row per note: onset_s, offset_s, pitch (MIDI), name, velocity."""
+        rows = ["onset_s,offset_s,pitch,name,velocity"]
+        rows += [f"{n.onset_s:.4f},{n.offset_s:.4f},{n.pitch},{pitch_name(n.pitch)},{n.velocity}" for n in self.notes]
+        return _write_text_atomic(path, "\n".join(rows) + "\n")
+
+    def to_json(self, path: str | os.PathLike) -> Path:
+        """Notes, pedal intervals and where they came from, as JSON."""
+        return _write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+    def to_txt(self, path: str | os.PathLike) -> Path:
+        """The note list (`note_list`) as a text file."""
+        return _write_text_atomic(path, self.note_list() + "\n")
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "duration_s": round(self.duration_s, 4), "model_id": self.model_id,
+                "keyscribe_version": __version__,
+                "notes": [{"onset_s": round(n.onset_s, 4), "offset_s": round(n.offset_s, 4), "pitch": n.pitch,
+                           "name": pitch_name(n.pitch), "velocity": n.velocity} for n in self.notes],
+                "pedals": [{"onset_s": round(p.onset_s, 4), "offset_s": round(p.offset_s, 4)} for p in self.pedals]}
+
+    def plot_pianoroll(self, path: str | os.PathLike, *, title: str | None = None) -> Path:
+        """A piano-roll PNG: notes as bars (darker = louder) over time, the sustain pedal shaded below."""
+        return _write_atomic(path, lambda tmp: _plot_pianoroll(self, tmp, title))
+
+    def __repr__(self) -> str:
+        return (f"Transcription({len(self.notes)} notes, {len(self.pedals)} pedal intervals, "
+                f"{self.duration_s:.2f} s, model {self.model_id!r})")
+
+
+def transcribe(path_or_array, *, model: str | os.PathLike | Model | None = None, device: str = "auto",
+               sample_rate: int = 16000, window: WindowConfig | None = None,
+               progress: Callable[[float], None] | None = None) -> Transcription:
+    """Transcribe a recording: a file path (any format FFmpeg reads, video included) or a float array of
+    mono samples at `sample_rate` Hz (a 2-D array is averaged over its channel axis).
+
+    `model`: None for the shipped model, a model file (`.onnx`, or a training checkpoint `.pt`), or a
+    model from `inference.load_model` (load once, reuse for many recordings). `device`: "auto" (CUDA
+    when there is a GPU, else the CPU), "cpu" or "cuda". `progress(seconds_done)` is called as the
+    recording is processed. Raises `AudioError` for a bad recording, `ModelError` for a missing or bad
+    model, each with a one-line message.
+    """
+    runtime = load_model(model, device=device)
+    window = window or WindowConfig()
+    rate = runtime.features.sample_rate
+    if isinstance(path_or_array, (str, os.PathLike)):
+        from keyscribe.audio import iter_audio_chunks
+
+        source = os.fspath(path_or_array)
+        chunks = iter_audio_chunks(path_or_array, sample_rate=rate, chunk_s=window.chunk_s)
+    else:
+        source = None
+        chunks = array_chunks(_as_mono(path_or_array, sample_rate, rate), rate, window.chunk_s)
+    result = transcribe_chunks(runtime, chunks, window, progress=progress)
+    return Transcription(tuple(result.notes), tuple(result.pedals), result.n_samples / rate, runtime.model_id, source)
+
+
+def _as_mono(audio, sample_rate: int, target_rate: int) -> np.ndarray:
+    try:
+        samples = np.asarray(audio, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise AudioError(f"audio must be a path or an array of samples, got {type(audio).__name__} ({exc})") from None
+    if samples.ndim == 2:
+        channel_axis = 0 if samples.shape[0] < samples.shape[1] else 1
+        samples = samples.mean(axis=channel_axis)
+    if samples.ndim != 1:
+        raise AudioError(f"audio array must be 1-D (mono) or 2-D (channels), got shape {samples.shape}")
+    if samples.size == 0:
+        raise AudioError("the audio array is empty")
+    if not np.isfinite(samples).all():
+        raise AudioError("the audio array holds NaN or infinite samples")
+    if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
+        raise AudioError(f"sample rate must be a positive whole number of Hz, got {sample_rate!r}")
+    if sample_rate != target_rate:
+        import soxr
+
+        samples = soxr.resample(samples, sample_rate, target_rate, quality="VHQ").astype(np.float32)
+    return samples
+
+
+def _chords(notes: Sequence[Note], window_s: float) -> list[tuple[float, list[Note]]]:
+    groups: list[tuple[float, list[Note]]] = []
+    for note in sorted(notes, key=lambda n: (n.onset_s, n.pitch)):
+        if groups and note.onset_s - groups[-1][0] < window_s:
+            groups[-1][1].append(note)
+        else:
+            groups.append((note.onset_s, [note]))
+    return [(onset, sorted(group, key=lambda n: n.pitch)) for onset, group in groups]
+
+
+# --------------------------------------------------------------------------------------------------
+# Atomic writing
+
+
+def _temp_path(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Run `write(tmp)` on a temporary file beside `path`, then rename it to `path`; on any error the
+    temporary file is removed and `path` is left as it was."""
+    path = Path(path)
+    tmp = _temp_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def output_paths(out_dir: str | os.PathLike, stem: str, formats: Sequence[str]) -> list[Path]:
+    """The files `write_outputs` writes for `formats` (the first page for multi-page score formats)."""
+    return [Path(out_dir) / f"{stem}{EXTENSIONS[f]}" for f in formats]
+
+
+def parse_formats(text: str | Sequence[str]) -> list[str]:
+    """'midi,csv' -> ['midi', 'csv'], checked against FORMATS ('mid' is accepted for 'midi')."""
+    names = text.split(",") if isinstance(text, str) else list(text)
+    formats: list[str] = []
+    for name in (n.strip().lower() for n in names):
+        name = {"mid": "midi", "xml": "musicxml"}.get(name, name)
+        if not name:
+            continue
+        if name not in FORMATS:
+            raise KeyscribeError(f"unknown output format {name!r}; choose from {','.join(FORMATS)}")
+        if name not in formats:
+            formats.append(name)
+    if not formats:
+        raise KeyscribeError(f"no output format given; choose from {','.join(FORMATS)}")
+    return formats
+
+
+def write_outputs(t: Transcription, out_dir: str | os.PathLike, stem: str, formats: Sequence[str], *,
+                  force: bool = False, title: str | None = None) -> list[Path]:
+    """Write `t` as OUT_DIR/<stem>.<ext> for each format. Every file is first written to a temporary name
+    and all are renamed into place only once all of them are complete, so a failure in any format
+    leaves no output of this recording behind. Without `force`, an existing output is an error."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not force:
+        existing = [p for p in output_paths(out, stem, formats) if p.exists()]
+        if existing:
+            raise KeyscribeError(f"{existing[0]} already exists (use --force to overwrite)")
+    staged: list[tuple[Path, Path]] = []  # (temporary, final)
+    staging = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out))
+    try:
+        writers = {"midi": t.to_midi, "csv": t.to_csv, "json": t.to_json, "txt": t.to_txt,
+                   "png": lambda p: t.plot_pianoroll(p, title=title or stem)}
+        for fmt in formats:
+            if fmt in writers:
+                final = out / f"{stem}{EXTENSIONS[fmt]}"
+                writers[fmt](staging / final.name)
+                staged.append((staging / final.name, final))
+        score_formats = [f for f in formats if f in SCORE_FORMATS]
+        if score_formats:
+            staged += _stage_score(t, staging, out, stem, score_formats, title or stem.replace("_", " "))
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [final for _, final in staged]
+
+
+def _stage_score(t: Transcription, staging: Path, out: Path, stem: str, formats: list[str], title: str
+                 ) -> list[tuple[Path, Path]]:
+    from keyscribe.score import performance_to_score, write_score
+
+    score = performance_to_score(t.performance, title=title)
+    written = write_score(score, staging, stem, formats=formats)
+    return [(p, out / p.name) for paths in written.values() for p in paths]
+
+
+# --------------------------------------------------------------------------------------------------
+# Piano roll
+
+
+def _plot_pianoroll(t: Transcription, path: Path, title: str | None) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import PolyCollection
+    from matplotlib.figure import Figure
+
+    duration = max(t.duration_s, t.performance.end_s, 1.0)
+    width = float(np.clip(duration / 5.0, 8.0, 60.0))  # inches; ~5 s per inch, capped for long recordings
+    fig = Figure(figsize=(width, 5.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.06, 0.12, 0.92, 0.78))
+    pitches = [n.pitch for n in t.notes] or [60]
+    low, high = max(21, min(pitches) - 3), min(108, max(pitches) + 3)
+    pedal_height = max(1.5, (high - low) * 0.06)
+    if t.notes:
+        boxes = [[(n.onset_s, n.pitch - 0.4), (n.offset_s, n.pitch - 0.4), (n.offset_s, n.pitch + 0.4),
+                  (n.onset_s, n.pitch + 0.4)] for n in t.notes]
+        shade = np.array([0.25 + 0.75 * n.velocity / 127 for n in t.notes])
+        colours = np.stack([0.1 * shade, 0.3 * shade, 0.9 * shade, np.ones_like(shade)], axis=1)
+        ax.add_collection(PolyCollection(boxes, facecolors=colours, edgecolors="none"))
+    for p in t.pedals:
+        ax.axvspan(p.onset_s, p.offset_s, ymin=0, ymax=pedal_height / (high - low + pedal_height + 1),
+                   color="orange", alpha=0.5, linewidth=0)
+    ax.set_xlim(0, duration)
+    ax.set_ylim(low - pedal_height - 1, high + 1)
+    c_keys = [p for p in range(low, high + 1) if p % 12 == 0]
+    ax.set_yticks(c_keys, [pitch_name(p) for p in c_keys])
+    ax.set_xlabel("time (s)")
+    ax.grid(axis="y", color="0.85", linewidth=0.5)
+    ax.set_title(f"{title or 'transcription'}: {len(t.notes)} notes, pedal shaded orange", fontsize=10)
+    fig.savefig(path, format="png")
+
+
+# `import keyscribe.transcribe` makes this module the package's `transcribe` attribute, so calling the
+# module must behave as calling the function: `keyscribe.transcribe(path)` works either way.
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs) -> Transcription:
+        return transcribe(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+__wrapped__ = transcribe  # inspect.signature(keyscribe.transcribe) shows the function's
