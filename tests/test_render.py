@@ -172,3 +172,22 @@ def test_available_pianos_and_errors():
     if names:
         silent = R.render(Performance(), names[0], SR, tail_s=0.25)
         assert len(silent) == 4000 and not silent.any()
+
+
+@pytest.mark.parametrize("piano", ["salamander", "fluidr3-grand"])
+def test_render_detune_is_exact_and_keeps_onsets(piano):
+    need(piano)
+    perf = Performance((Note(0.5, 2.5, 69, 90), Note(2.7, 3.0, 45, 90)))
+
+    def peak_hz(y):
+        seg = y[int(0.8 * SR): int(2.3 * SR)]
+        spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg)), 32 * SR))
+        band = slice(int(400 * 32), int(480 * 32))
+        return (band.start + int(np.argmax(spec[band]))) / 32
+
+    base = R.render(perf, piano, SR)
+    up = R.render(perf, piano, SR, detune_cents=15.0)
+    assert len(up) == len(base)
+    assert 1200 * np.log2(peak_hz(up) / peak_hz(base)) == pytest.approx(15.0, abs=1.0)
+    for note in perf.notes:
+        assert abs(onset_error_ms(up, note.onset_s) - onset_error_ms(base, note.onset_s)) <= 1.5

@@ -99,11 +99,16 @@ def available_pianos() -> list[str]:
 
 
 def render(perf: Performance, piano: str, sample_rate: int = 16000, seed: int = 0, *,
-           tail_s: float = DEFAULT_TAIL_S) -> np.ndarray:
+           tail_s: float = DEFAULT_TAIL_S, detune_cents: float = 0.0) -> np.ndarray:
     """`perf` played on `piano` (a key of `PIANOS`): mono float32, `round((perf.end_s + tail_s) * sr)` long.
 
     `seed` drives the renderer's own random choices (the sampler's velocity-layer dithering); FluidSynth
     has none. Same arguments, same bytes.
+
+    `detune_cents` retunes the whole piano exactly, with every onset kept: the performance is played
+    `r = 2^(cents/1200)` times slower and the audio resampled r times faster (soxr), so pitch rises by
+    r and every time comes back to where it was (notes' envelopes are r times shorter: < 0.9 % for
+    +-15 cents). `keyscribe.data.augment`'s `detune` works on finished audio and is only approximate.
     """
     spec = PIANOS.get(piano)
     if spec is None:
@@ -113,6 +118,8 @@ def render(perf: Performance, piano: str, sample_rate: int = 16000, seed: int = 
     if tail_s < 0:
         raise KeyscribeError(f"tail_s must be >= 0, got {tail_s}")
     n_out = int(round((perf.end_s + tail_s) * sample_rate))
+    if detune_cents:
+        return _render_detuned(perf, piano, sample_rate, seed, tail_s, float(detune_cents), n_out)
     if spec.engine == "fluidsynth":
         if not spec.is_installed():
             raise PianoUnavailableError(
@@ -130,6 +137,21 @@ def render(perf: Performance, piano: str, sample_rate: int = 16000, seed: int = 
     else:  # pragma: no cover - PIANOS is static
         raise PianoUnavailableError(f"piano {piano!r} has unknown engine {spec.engine!r}")
     return peak_normalise(audio)
+
+
+def _render_detuned(perf: Performance, piano: str, sample_rate: int, seed: int, tail_s: float, cents: float,
+                    n_out: int) -> np.ndarray:
+    import soxr
+    from keyscribe.notes import Note, PedalInterval
+    r = 2.0 ** (cents / 1200.0)
+    slow = Performance(tuple(Note(n.onset_s * r, n.offset_s * r, n.pitch, n.velocity) for n in perf.notes),
+                       tuple(PedalInterval(p.onset_s * r, p.offset_s * r) for p in perf.pedals))
+    z = render(slow, piano, sample_rate, seed, tail_s=tail_s * r + 0.05)
+    y = soxr.resample(z, sample_rate, sample_rate / r, quality="HQ")  # y[m] = z(m r)
+    out = np.zeros(n_out, dtype=np.float32)
+    m = min(n_out, len(y))
+    out[:m] = y[:m]
+    return peak_normalise(out)
 
 
 def peak_normalise(audio: np.ndarray, peak: float = PEAK) -> np.ndarray:
