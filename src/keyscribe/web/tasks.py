@@ -20,7 +20,7 @@ RETRIES = 2
 RETRY_DELAY = 5
 
 
-@db_task(retries=RETRIES, retry_delay=RETRY_DELAY, context=True, name="keyscribe.transcribe_job")
+@db_task(retries=RETRIES, retry_delay=RETRY_DELAY, context=True)
 def transcribe_job(job_id: str, task=None) -> str | None:
     try:
         outcome = pipeline.run_job(job_id)
@@ -37,7 +37,7 @@ def enqueue_job(job_id: str) -> None:
     transcribe_job(job_id)
 
 
-@db_periodic_task(crontab(minute="*"), name="keyscribe.upkeep")
+@db_periodic_task(crontab(minute="*"))
 def upkeep() -> None:
     pipeline.sweep(enqueue_job)
     pipeline.remove_expired()

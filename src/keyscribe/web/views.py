@@ -196,8 +196,8 @@ def api_jobs(request):
         return _api_error(f"the upload is larger than the limit of "
                           f"{settings.MAX_UPLOAD_BYTES // (1024 * 1024)} MB", 413)
     try:
+        files = request.FILES.getlist("file")  # parses the body; oversize files are dropped
         oversize = _oversize_errors(request)
-        files = request.FILES.getlist("file")
         if oversize:
             raise UploadError(oversize[0], 413)
         if not files:
