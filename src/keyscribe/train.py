@@ -56,6 +56,7 @@ class TrainConfig:
     validate_every: int = 1000
     validation_excerpts: int = 120
     patience: int = 10  # validations without a better note F1 before early stopping
+    reload_every: int = 500  # steps between re-reading the manifests, to pick up excerpts a running build adds
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
 
@@ -189,7 +190,7 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
     torch.manual_seed(config.seed + rank)
     run = Path(config.run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    train_set = [ex for folder in config.datasets for ex in load_split(folder, "train")]
+    train_set = _training_excerpts(config)
     if not train_set:
         raise KeyscribeError(f"{', '.join(config.datasets)}: no training excerpts")
     val_set = [ex for folder in config.datasets for ex in load_split(folder, "validation")][: config.validation_excerpts]
@@ -218,6 +219,8 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
     start = time.time()
     bar = tqdm(total=config.max_steps, initial=state["step"], desc="train", unit="step", disable=not progress or rank != 0)
     while state["step"] < config.max_steps:
+        if state["step"] % config.reload_every == 0 and state["step"]:
+            train_set = _training_excerpts(config)
         net.train()
         optimizer.zero_grad(set_to_none=True)
         step_losses: dict[str, float] = {}
@@ -247,6 +250,10 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
         state["train_seconds"] += time.time() - start
         save_checkpoint(latest, model, optimizer, scheduler, state)
     return state
+
+
+def _training_excerpts(config: TrainConfig) -> list[Excerpt]:
+    return [ex for folder in config.datasets for ex in load_split(folder, "train")]
 
 
 def _any_rank(flag: bool, world: int) -> bool:
