@@ -194,7 +194,8 @@ def build_dataset(config: DatasetConfig, out_dir: str | os.PathLike) -> dict:
     jobs = make_jobs(config, pianos)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     done = {json.loads(line)["id"] for line in _read_lines(out / "manifest.jsonl")}
-    todo = [j for j in jobs if j.id not in done]
+    # Validation first: a training run started while the build goes on can already validate.
+    todo = sorted((j for j in jobs if j.id not in done), key=lambda j: j.split != "validation")
     with open(out / "manifest.jsonl", "a") as manifest, get_context("spawn").Pool(config.workers) as pool:
         results = pool.imap_unordered(_run_job_safely, [(j, config, out) for j in todo], chunksize=4)
         for record in tqdm(results, total=len(todo), desc="render-dataset", unit="excerpt"):
