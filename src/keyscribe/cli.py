@@ -159,7 +159,86 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     add_worker(sub)
 
 
-COMMANDS = [_add_evaluate, _add_stats, _add_render_dataset, _add_train, _add_evaluate_model, _add_score, _add_score_eval, _add_serve]
+def _add_transcribe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("transcribe", help="transcribe piano recordings to MIDI, note lists and sheet music")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio or video files, or folders of them")
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder: OUTDIR/<name>.<ext>")
+    p.add_argument("--formats", default="midi,csv,json,txt,png",
+                   help="comma-separated, from midi,csv,json,txt,png,musicxml,pdf,svg "
+                        "(default: midi,csv,json,txt,png; png is the piano roll)")
+    p.add_argument("--model", help="model file: .onnx, or a training checkpoint .pt (default: the shipped model)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA when there is a GPU, else the CPU (default)")
+    p.add_argument("--workers", type=int, default=1, help="transcribe this many files at once, in processes")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_transcribe)
+
+
+def _run_transcribe(args: argparse.Namespace) -> int:
+    from keyscribe.transcribe import transcribe_files
+    result = transcribe_files(args.inputs, args.out, formats=args.formats, model=args.model, device=args.device,
+                              workers=args.workers, force=args.force,
+                              progress=not args.quiet and sys.stderr.isatty())
+    if len(result.written) == 1 and not result.failed:
+        for path in result.written[0][1]:
+            print(path)
+    failed = f", {len(result.failed)} failed" if result.failed else ""
+    print(f"keyscribe: {len(result.written)} file(s) transcribed into {args.out}{failed}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="transcribe the bundled example and score it against its MIDI")
+    p.add_argument("-o", "--out", default="demo-output", help="output folder (default: ./demo-output)")
+    p.add_argument("--model", help="model file (default: the shipped model)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from keyscribe.transcribe import run_demo
+    return run_demo(args.out, model=args.model, device=args.device)
+
+
+def _add_export_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-model", help="export a training checkpoint as an ONNX model and its JSON sidecar")
+    p.add_argument("checkpoint", help="checkpoint .pt (decode thresholds from config.json beside it)")
+    p.add_argument("-o", "--out", required=True, help="folder, e.g. src/keyscribe/models/ to ship it")
+    p.add_argument("--name", default="keyscribe-crgcn", help="file name without suffix (default: keyscribe-crgcn)")
+    p.add_argument("--model-id", help="model id recorded in the sidecar (default: <name>-<date>)")
+    p.add_argument("--metrics", help="JSON of metrics to record, e.g. from keyscribe evaluate-model --json")
+    p.add_argument("--with-torch", action="store_true", help="also write <name>.pt weights for the torch (CUDA) runtime")
+    p.set_defaults(run=_run_export_model)
+
+
+def _run_export_model(args: argparse.Namespace) -> int:
+    from keyscribe.inference import export_model_files, read_info
+    path = export_model_files(args.checkpoint, args.out, name=args.name, model_id=args.model_id,
+                              metrics_file=args.metrics, with_torch=args.with_torch)
+    info = read_info(path)
+    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB), {path.with_suffix('.json')}: model {info.model_id}, "
+          f"decode {info.decode}, onnxruntime matches torch")
+    return 0
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="evaluate runs and the rule-based baseline; write docs/results.md")
+    p.add_argument("runs", nargs="+", help="run folders (their best.pt, else latest.pt)")
+    p.add_argument("--dataset", default="work/dataset", help="rendered dataset with a validation split")
+    p.add_argument("--maps", default="../shared/data/maps/ENSTDkAm", help="real recordings with labels")
+    p.add_argument("-o", "--out", default="docs/results.md")
+    p.add_argument("--no-baseline", action="store_true")
+    p.set_defaults(run=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from keyscribe import report
+    report.build_report(args.runs, args.dataset, args.out, maps_dir=args.maps, baseline=not args.no_baseline)
+    print(f"wrote {args.out}")
+    return 0
+
+
+COMMANDS = [_add_evaluate, _add_stats, _add_render_dataset, _add_train, _add_evaluate_model, _add_report, _add_score, _add_score_eval, _add_serve, _add_transcribe, _add_demo, _add_export_model]
 
 
 def build_parser() -> argparse.ArgumentParser:

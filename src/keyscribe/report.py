@@ -45,14 +45,18 @@ def evaluate_on_recordings(transcribe: Callable, data_dir: str | os.PathLike, *,
     transcribed from its log-mel and scored against its pedal-extended labels."""
     recordings = maps_recordings(data_dir)[:limit]
     files, busy, audio_s = {}, 0.0, 0.0
+    key_counts = np.zeros((3, 88), np.int64)
     for rec in tqdm(recordings, desc="evaluate", unit="file"):
         audio = load_audio(rec.audio_path, sample_rate=features.sample_rate)
         start = time.perf_counter()
         est = transcribe(log_mel(audio, features))
         busy += time.perf_counter() - start
         audio_s += audio.size / features.sample_rate
-        files[rec.audio_path.stem] = evaluate_performance(read_labels(rec.label_path), est)
-    return {"mean": mean_scores(files), "files": files, "seconds": busy, "audio_seconds": audio_s}
+        ref = read_labels(rec.label_path)
+        files[rec.audio_path.stem] = evaluate_performance(ref, est)
+        key_counts += per_key_counts(ref, est)
+    return {"mean": mean_scores(files), "files": files, "seconds": busy, "audio_seconds": audio_s,
+            "per_key": key_counts.tolist()}
 
 
 def evaluate_on_excerpts(transcribe: Callable, excerpts: list, features: FeatureConfig = FeatureConfig()) -> dict:
@@ -102,3 +106,123 @@ def per_key_counts(ref: Performance, est: Performance, onset_tolerance_s: float 
     np.add.at(counts[1], est_p[~est_hit] - MIN_PITCH, 1)
     np.add.at(counts[2], ref_p[~ref_hit] - MIN_PITCH, 1)
     return counts
+
+
+F1_COLUMNS = ("frame", "note", "note_offset", "note_offset_velocity", "pedal")
+
+
+def loss_curves_png(run_dirs: list[Path], path: Path) -> None:
+    """Total training loss (smoothed) and validation note F1 against step, one line per run."""
+    import csv
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in run_dirs:
+        totals: dict[int, float] = {}
+        f1: dict[int, float] = {}
+        with open(run / "log.csv") as f:
+            for row in csv.DictReader(f):
+                step, name, value = int(row["step"]), row["name"], float(row["value"])
+                if name.startswith("loss/"):
+                    totals[step] = totals.get(step, 0.0) + value
+                elif name == "validation/note/f1":
+                    f1[step] = value
+        steps = np.array(sorted(totals))
+        if steps.size:
+            values = np.array([totals[s] for s in steps])
+            width = max(1, len(values) // 100)
+            smooth = np.convolve(values, np.ones(width) / width, mode="valid")
+            ax_loss.plot(steps[width - 1:], smooth, label=run.name)
+        if f1:
+            ax_f1.plot(sorted(f1), [f1[s] for s in sorted(f1)], marker="o", label=run.name)
+    ax_loss.set(xlabel="step", ylabel="training loss (sum of heads)", yscale="log")
+    ax_f1.set(xlabel="step", ylabel="validation note F1 (synthetic)")
+    for ax in (ax_loss, ax_f1):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def per_key_png(counts: np.ndarray, path: Path, title: str) -> None:
+    """Stacked TP / FP / FN note onsets per key."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = np.arange(21, 109)
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    ax.bar(keys, counts[0], label="true positive", color="tab:green")
+    ax.bar(keys, counts[1], bottom=counts[0], label="false positive", color="tab:orange")
+    ax.bar(keys, counts[2], bottom=counts[0] + counts[1], label="false negative", color="tab:red")
+    ax.set(xlabel="MIDI pitch", ylabel="notes", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _row(name: str, mean: dict) -> str:
+    cells = [mean.get(f"{m}/f1") for m in F1_COLUMNS]
+    return f"| {name} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |"
+
+
+def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_md: str | os.PathLike,
+                 maps_dir: str | os.PathLike = "../shared/data/maps/ENSTDkAm", validation_excerpts: int = 60,
+                 baseline: bool = True) -> dict:
+    """Evaluate every run's best checkpoint (and the rule-based baseline) on ENSTDkAm and on the
+    synthetic validation set; write `out_md` with tables and PNGs beside it in `<stem>/`."""
+    import json
+    import platform
+
+    import torch
+
+    from keyscribe.baseline import transcribe_mel
+    from keyscribe.data.shards import load_split
+    from keyscribe.model import count_parameters
+    from keyscribe.train import load_model
+
+    out_md = Path(out_md)
+    assets = out_md.parent / out_md.stem
+    assets.mkdir(parents=True, exist_ok=True)
+    validation = load_split(dataset, "validation")[:validation_excerpts]
+    entries = {}
+    for run in map(Path, runs):
+        checkpoint = run / "best.pt" if (run / "best.pt").exists() else run / "latest.pt"
+        payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        transcribe = model_transcriber(checkpoint)
+        entries[run.name] = {
+            "checkpoint": str(checkpoint), "variant": payload["model_config"]["variant"],
+            "parameters": count_parameters(load_model(checkpoint)), "steps": payload["state"]["step"],
+            "train_hours": payload["state"].get("train_seconds", 0.0) / 3600,
+            "maps": evaluate_on_recordings(transcribe, maps_dir), "validation": evaluate_on_excerpts(transcribe, validation)}
+    if baseline:
+        entries["rule-based (NMF)"] = {"variant": "nmf", "parameters": 0, "steps": 0, "train_hours": 0.0,
+                                       "maps": evaluate_on_recordings(transcribe_mel, maps_dir),
+                                       "validation": evaluate_on_excerpts(transcribe_mel, validation)}
+    loss_curves_png([Path(r) for r in runs], assets / "loss_curves.png")
+    main = next(iter(entries))
+    per_key_png(np.array(entries[main]["maps"]["per_key"]), assets / "per_key.png", f"{main} on ENSTDkAm: note onsets per key")
+    lines = ["# Results", "",
+             "Generated by `keyscribe report` (see README); every number below comes from that command.", "",
+             f"Hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU; "
+             f"torch {torch.__version__}.", "",
+             "## Real recordings: MAPS ENSTDkAm (23 pieces, Disklavier, ambient microphones)", "",
+             "Mean F1 over files; references pedal-extended; MAPS's own labels (poor offsets, see README).", "",
+             "| model | frame | note | note+offset | note+offset+velocity | pedal | parameters | steps | training h | x real time |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, e in entries.items():
+        speed = e["maps"]["audio_seconds"] / max(e["maps"]["seconds"], 1e-9)
+        lines.append(_row(name, e["maps"]["mean"]) + f" {e['parameters']:,} | {e['steps']} | {e['train_hours']:.2f} | {speed:.0f} |")
+    lines += ["", f"## Synthetic validation ({len(validation)} excerpts of held-out pieces, rendered and augmented)", "",
+              "| model | frame | note | note+offset | note+offset+velocity | pedal |", "|---|---|---|---|---|---|"]
+    lines += [_row(name, e["validation"]["mean"]) for name, e in entries.items()]
+    lines += ["", f"## Per file: {main} on ENSTDkAm", "", "| file | frame | note | note+offset | note+offset+velocity | pedal |",
+              "|---|---|---|---|---|---|"]
+    lines += [_row(stem, scores) for stem, scores in entries[main]["maps"]["files"].items()]
+    lines += ["", f"![loss curves]({assets.name}/loss_curves.png)", "", f"![per-key errors]({assets.name}/per_key.png)", ""]
+    out_md.write_text("\n".join(lines))
+    (assets / "results.json").write_text(json.dumps(entries, indent=1) + "\n")
+    return entries
