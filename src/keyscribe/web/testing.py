@@ -12,6 +12,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import json
+import uuid
+import http.cookiejar
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +106,9 @@ class Server:
     """`keyscribe serve` (or `keyscribe worker` alone) as a child process on a free port."""
 
     def __init__(self, data_dir: Path, port: int | None = None, command: str = "serve",
-                 extra_env: dict | None = None, log_path: Path | None = None) -> None:
-        self.data_dir, self.command = Path(data_dir), command
+                 extra_env: dict | None = None, log_path: Path | None = None,
+                 args: list[str] | None = None) -> None:
+        self.data_dir, self.command, self.extra_args = Path(data_dir), command, list(args or [])
         self.port = port or free_port()
         self.env = dict(os.environ, KEYSCRIBE_DATA_DIR=str(data_dir), KEYSCRIBE_ACCESS_LOG="0",
                         PYTHONUNBUFFERED="1", **(extra_env or {}))
@@ -117,6 +123,7 @@ class Server:
         args = [sys.executable, "-m", "keyscribe.cli", self.command]
         if self.command == "serve":
             args += ["--port", str(self.port), "--host", "127.0.0.1"]
+        args += self.extra_args
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -176,3 +183,33 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class Session:
+    """One browser-like client: its own cookie jar (so its own keyscribe session)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+                timeout: float = 120.0) -> tuple[int, bytes]:
+        assert path.startswith("/")
+        req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
+        try:
+            with self.opener.open(req, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def upload(self, name: str, data: bytes) -> tuple[int, dict]:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        status, raw = self.request("POST", "/api/jobs", body,
+                                   {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        return status, json.loads(raw or b"{}")
+
+    def get_json(self, path: str) -> tuple[int, dict]:
+        status, raw = self.request("GET", path, headers={"Accept": "application/json"})
+        return status, json.loads(raw or b"{}")

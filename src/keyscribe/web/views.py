@@ -270,7 +270,7 @@ VENDOR = {
     "verovio": ("verovio/dist", {"verovio-module.mjs", "verovio.mjs"}),
     "tone": ("tone/build", {"Tone.js"}),
 }
-PIANO_LAYERS = (3, 6, 9, 12, 15)  # Salamander velocity layers the player loads
+PIANO_LAYERS = (5, 10, 15)  # Salamander velocity layers the player loads
 
 
 def vendor(request, package: str, path: str):

@@ -32,7 +32,7 @@ async function loadScore() {
     fetch(box.dataset.musicxml).then((r) => { if (!r.ok) throw new Error(`MusicXML: HTTP ${r.status}`); return r.text(); }),
   ]);
   const tk = new VerovioToolkit(module);
-  tk.setOptions({ pageWidth: 2100, pageHeight: 2970, scale: 40, adjustPageHeight: true, breaks: "auto",
+  tk.setOptions({ pageWidth: 1900, pageHeight: 2690, scale: 45, adjustPageHeight: true, breaks: "auto",
                   footer: "none", header: "auto", pageMarginLeft: 60, pageMarginRight: 60,
                   svgViewBox: true, xmlIdSeed: 1 });
   if (!tk.loadData(xml)) throw new Error("verovio could not read the MusicXML");
@@ -170,32 +170,47 @@ function fillNoteList() {
 }
 
 // ------------------------------------------------------------------------------------------ playback
-const LAYERS = [[50, 3], [75, 6], [95, 9], [112, 12], [128, 15]]; // velocity below -> sample layer
+// Salamander velocity layers (every third key sampled; Tone.Sampler repitches the keys between).
+// The middle layer loads first so playback starts quickly; the soft and loud layers follow in the
+// background and are used once they are in. Each layer is ~30 samples (~5 MB of Ogg Vorbis).
+const LAYERS = [{ below: 56, layer: 5 }, { below: 96, layer: 10 }, { below: 128, layer: 15 }];
+const FIRST = 1;
 const SAMPLE_NOTES = (() => {
   const names = ["A0"];
   for (let o = 1; o <= 7; o++) names.push(`C${o}`, `D#${o}`, `F#${o}`, `A${o}`);
   names.push("C8");
   return names;
 })();
-let samplers = null;
+let piano = null;
+
+function makeSampler(layer, out) {
+  const T = window.Tone;
+  const urls = {};
+  for (const name of SAMPLE_NOTES) urls[name] = `${encodeURIComponent(name)}v${layer}.ogg`;
+  return new Promise((resolve, reject) => {
+    const s = new T.Sampler({ urls, baseUrl: `/static/vendor/piano/${layer}/`, release: 0.8,
+                              onload: () => resolve(s), onerror: reject }).connect(out);
+  });
+}
 
 function loadPiano() {
-  if (samplers) return samplers.ready;
-  const T = window.Tone;
-  const out = new T.Gain(0.8).toDestination();
-  const list = LAYERS.map(([, layer]) => {
-    const urls = {};
-    for (const name of SAMPLE_NOTES) urls[name] = `${encodeURIComponent(name)}v${layer}.ogg`;
-    return new T.Sampler({ urls, baseUrl: `/static/vendor/piano/${layer}/`, release: 0.8 }).connect(out);
-  });
-  samplers = { list, ready: T.loaded() };
-  return samplers.ready;
+  if (piano) return piano.first;
+  const out = new window.Tone.Gain(0.8).toDestination();
+  piano = { loaded: new Array(LAYERS.length).fill(null) };
+  piano.first = makeSampler(LAYERS[FIRST].layer, out).then((s) => { piano.loaded[FIRST] = s; });
+  piano.first.then(() => LAYERS.forEach((l, i) => {
+    if (i !== FIRST) makeSampler(l.layer, out).then((s) => { piano.loaded[i] = s; }).catch(() => {});
+  }));
+  return piano.first;
 }
 
 function samplerFor(vel) {
-  const i = LAYERS.findIndex(([limit]) => vel < limit);
-  return samplers.list[i < 0 ? LAYERS.length - 1 : i];
+  let i = LAYERS.findIndex((l) => vel < l.below);
+  if (i < 0) i = LAYERS.length - 1;
+  return piano.loaded[i] || piano.loaded[FIRST];
 }
+
+function releaseAll() { if (piano) piano.loaded.forEach((s) => s && s.releaseAll()); }
 
 function now() { return state.playing ? state.pos0 + (window.Tone.now() - state.t0) : state.pos; }
 
@@ -226,7 +241,7 @@ async function play() {
 function pause() {
   state.pos = now();
   state.playing = false;
-  if (samplers) samplers.list.forEach((s) => s.releaseAll());
+  releaseAll();
   $("play").textContent = "Play";
 }
 
