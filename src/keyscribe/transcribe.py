@@ -96,14 +96,14 @@ class Transcription:
 
 def transcribe(path_or_array, *, model: str | os.PathLike | Model | None = None, device: str = "auto",
                sample_rate: int = 16000, window: WindowConfig | None = None,
-               progress: Callable[[float], None] | None = None) -> Transcription:
+               progress: Callable[[float, float], None] | None = None) -> Transcription:
     """Transcribe a recording: a file path (any format FFmpeg reads, video included) or a float array of
     mono samples at `sample_rate` Hz (a 2-D array is averaged over its channel axis).
 
     `model`: None for the shipped model, a model file (`.onnx`, or a training checkpoint `.pt`), or a
     model from `inference.load_model` (load once, reuse for many recordings). `device`: "auto" (CUDA
-    when there is a GPU, else the CPU), "cpu" or "cuda". `progress(seconds_done)` is called as the
-    recording is processed. Raises `AudioError` for a bad recording, `ModelError` for a missing or bad
+    when there is a GPU, else the CPU), "cpu" or "cuda". `progress(done_s, total_s)` is called as the
+    recording is processed (seconds of audio; total from the file's header, so only when it has one). Raises `AudioError` for a bad recording, `ModelError` for a missing or bad
     model, each with a one-line message.
     """
     runtime = load_model(model, device=device)
@@ -114,10 +114,17 @@ def transcribe(path_or_array, *, model: str | os.PathLike | Model | None = None,
 
         source = os.fspath(path_or_array)
         chunks = iter_audio_chunks(path_or_array, sample_rate=rate, chunk_s=window.chunk_s)
+        total_s = _header_duration(Path(path_or_array)) if progress else None
     else:
         source = None
-        chunks = array_chunks(_as_mono(path_or_array, sample_rate, rate), rate, window.chunk_s)
-    result = transcribe_chunks(runtime, chunks, window, progress=progress)
+        samples = _as_mono(path_or_array, sample_rate, rate)
+        chunks = array_chunks(samples, rate, window.chunk_s)
+        total_s = len(samples) / rate
+    step = None
+    if progress is not None and total_s:
+        def step(done_s: float) -> None:
+            progress(min(done_s, total_s), total_s)
+    result = transcribe_chunks(runtime, chunks, window, progress=step)
     return Transcription(tuple(result.notes), tuple(result.pedals), result.n_samples / rate, runtime.model_id, source)
 
 
@@ -158,9 +165,19 @@ def _chords(notes: Sequence[Note], window_s: float) -> list[tuple[float, list[No
 # Atomic writing
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp makes them private
+
+
 def _temp_path(path: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(name, _FILE_MODE)
     return Path(name)
 
 
@@ -205,7 +222,7 @@ def parse_formats(text: str | Sequence[str]) -> list[str]:
 
 
 def write_outputs(t: Transcription, out_dir: str | os.PathLike, stem: str, formats: Sequence[str], *,
-                  force: bool = False, title: str | None = None) -> list[Path]:
+                  force: bool = False, title: str | None = None, staging_prefix: str = ".keyscribe-") -> list[Path]:
     """Write `t` as OUT_DIR/<stem>.<ext> for each format. Every file is first written to a temporary name
     and all are renamed into place only once all of them are complete, so a failure in any format
     leaves no output of this recording behind. Without `force`, an existing output is an error."""
@@ -216,7 +233,7 @@ def write_outputs(t: Transcription, out_dir: str | os.PathLike, stem: str, forma
         if existing:
             raise KeyscribeError(f"{existing[0]} already exists (use --force to overwrite)")
     staged: list[tuple[Path, Path]] = []  # (temporary, final)
-    staging = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=f"{staging_prefix}{stem}.", suffix=".tmp", dir=out))
     try:
         writers = {"midi": t.to_midi, "csv": t.to_csv, "json": t.to_json, "txt": t.to_txt,
                    "png": lambda p: t.plot_pianoroll(p, title=title or stem)}
@@ -289,3 +306,234 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 __wrapped__ = transcribe  # inspect.signature(keyscribe.transcribe) shows the function's
+
+
+# --------------------------------------------------------------------------------------------------
+# Many files (the CLI)
+
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma", ".aif",
+                            ".aiff", ".mka", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
+STAGING_PREFIX = ".keyscribe-"
+
+
+@dataclass
+class BatchResult:
+    written: list[tuple[Path, list[Path]]]  # (input, outputs) per transcribed file
+    failed: list[tuple[Path, str]]  # (input, one-line reason)
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files to transcribe: each input file as given, each folder's audio and video files (by suffix,
+    sorted, not recursive). Returns (files, [(folder, reason)] for folders with nothing to transcribe)."""
+    files: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                problems.append((path, f"{path}: no audio or video files in this folder"))
+            files += found
+        else:
+            files.append(path)
+    return files, problems
+
+
+def transcribe_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+                     formats: Sequence[str] = ("midi",), model: str | os.PathLike | None = None,
+                     device: str = "auto", workers: int = 1, force: bool = False, progress: bool = True,
+                     report: Callable[[str], None] | None = None) -> BatchResult:
+    """Transcribe files and folders into OUT_DIR/<stem>.<ext>, one progress bar for all. A file that fails
+    is reported through `report` (one line) and skipped. `workers` > 1 runs files in that many
+    processes. Raises only for problems with all files (a bad format name, a missing model)."""
+    from tqdm import tqdm
+
+    from keyscribe.inference import read_info, resolve_device, _model_path
+
+    formats = parse_formats(formats)
+    if workers < 1:
+        raise KeyscribeError(f"--workers must be at least 1, got {workers}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise KeyscribeError(f"{out}: exists and is not a folder")
+    files, problems = collect_inputs(inputs)
+    if not files and not problems:
+        raise KeyscribeError("no input files given")
+    device = resolve_device(device)
+    if not isinstance(model, Model):  # a missing or broken model fails here once, not once per file
+        model_path = _model_path(model)
+        if model_path.suffix == ".onnx":
+            read_info(model_path)
+    report = report or (lambda line: print(line, file=sys.stderr))
+    result = BatchResult([], [])
+    for path, reason in problems:
+        result.failed.append((path, reason))
+    jobs: list[Path] = []
+    stems: dict[str, Path] = {}
+    for path in files:
+        if path.stem in stems:
+            result.failed.append((path, f"{path}: would write the same {out / path.stem}.* as {stems[path.stem]}; "
+                                        "rename one or transcribe them into different folders"))
+        else:
+            stems[path.stem] = path
+            jobs.append(path)
+    for _, reason in result.failed:
+        report(f"keyscribe: error: {reason}")
+    if not jobs:
+        return result
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = f"{STAGING_PREFIX}{os.getpid()}-"
+    bar = tqdm(total=len(jobs), unit="file", desc="transcribing", disable=not progress, file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total} files [{elapsed}<{remaining}]")
+
+    def done(path: Path, ok: bool, payload) -> None:
+        if ok:
+            result.written.append((path, payload))
+        else:
+            result.failed.append((path, payload))
+            with tqdm.external_write_mode(file=sys.stderr):
+                report(f"keyscribe: error: {payload}")
+
+    try:
+        if workers == 1 or len(jobs) == 1:
+            runtime = model if isinstance(model, Model) else load_model(model, device=device)
+            for i, path in enumerate(jobs):
+                bar.set_postfix_str(path.name[-40:], refresh=False)
+
+                def step(done_s: float, total_s: float, i=i) -> None:
+                    bar.n = i + done_s / total_s
+                    bar.refresh()
+
+                ok, payload = _one_file(path, out, formats, force, runtime, run_id, step)
+                bar.n = i + 1
+                bar.refresh()
+                done(path, ok, payload)
+        else:
+            _run_pool(jobs, out, formats, force, model, device, workers, run_id, bar, done)
+    finally:
+        bar.close()
+        for leftover in out.glob(f"{run_id}*"):  # staging of files cut short by Ctrl-C in a worker
+            shutil.rmtree(leftover, ignore_errors=True)
+    return result
+
+
+def _header_duration(path: Path) -> float | None:
+    from keyscribe.audio import audio_duration_s
+
+    try:
+        return audio_duration_s(path)
+    except KeyscribeError:
+        return None
+
+
+def _one_file(path: Path, out: Path, formats: Sequence[str], force: bool, runtime: Model, run_id: str,
+              step: Callable[[float, float], None] | None = None) -> tuple[bool, object]:
+    """(True, written paths) or (False, one-line reason). Never raises but for KeyboardInterrupt."""
+    try:
+        if not force:
+            existing = [p for p in output_paths(out, path.stem, formats) if p.exists()]
+            if existing:
+                raise KeyscribeError(f"{existing[0]} already exists (use --force to overwrite)")
+        t = transcribe(path, model=runtime, progress=step)
+        return True, write_outputs(t, out, path.stem, formats, force=force, staging_prefix=run_id)
+    except KeyscribeError as exc:
+        message = " ".join(str(exc).split())
+        return False, message if path.name in message or str(out) in message else f"{path}: {message}"
+    except Exception as exc:  # a bug or a library's surprise: skip this file, say what happened
+        return False, f"{path}: unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]} (please report)"
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(model, device: str, threads: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
+    try:
+        _WORKER["model"] = load_model(model, device=device, threads=threads)
+    except Exception as exc:  # reported per file; raising here would break the whole pool
+        _WORKER["error"] = " ".join(str(exc).split())
+
+
+def _worker_run(args) -> tuple[Path, bool, object]:
+    path, out, formats, force, run_id = args
+    if "model" not in _WORKER:
+        return path, False, f"{path}: the worker could not load the model ({_WORKER.get('error')})"
+    ok, payload = _one_file(path, out, formats, force, _WORKER["model"], run_id)
+    return path, ok, payload
+
+
+def _run_pool(jobs, out, formats, force, model, device, workers, run_id, bar, done) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    model_arg = None if model is None else os.fspath(model)
+    executor = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(model_arg, device, threads))
+    try:
+        futures = {executor.submit(_worker_run, (path, out, list(formats), force, run_id)): path for path in jobs}
+        for future in as_completed(futures):
+            path = futures[future]
+            try:
+                _, ok, payload = future.result()
+            except BrokenProcessPool:
+                ok, payload = False, f"{path}: the worker process died (out of memory?)"
+            bar.update(1)
+            done(path, ok, payload)
+    except BaseException:  # Ctrl-C: stop the workers now; outputs only ever appear whole, by rename
+        for process in list(getattr(executor, "_processes", {}).values()):
+            process.terminate()
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown()
+
+
+# --------------------------------------------------------------------------------------------------
+# The demo
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+DEMO_FORMATS = ("midi", "csv", "json", "txt", "png", "musicxml", "pdf", "svg")
+
+
+def run_demo(out_dir: str | os.PathLike = "demo-output", *, model=None, device: str = "auto",
+             example: str | os.PathLike | None = None, reference: str | os.PathLike | None = None) -> int:
+    """`keyscribe demo`: transcribe the bundled example into OUT_DIR (replacing what an earlier demo wrote),
+    print its note list and its scores against the example's MIDI. Returns the exit status."""
+    import time
+
+    example = Path(example) if example else EXAMPLES_DIR / "example.ogg"
+    reference = Path(reference) if reference else example.with_suffix(".mid")
+    if not example.is_file():
+        raise KeyscribeError(f"the bundled example {example.name} is missing from {example.parent}; reinstall keyscribe")
+    started = time.perf_counter()
+    t = transcribe(example, model=model, device=device)
+    seconds = time.perf_counter() - started
+    formats = list(DEMO_FORMATS)
+    try:
+        written = write_outputs(t, out_dir, example.stem, formats, force=True)
+    except KeyscribeError as exc:  # sheet music can fail on odd input; the rest is still worth showing
+        formats = [f for f in formats if f not in SCORE_FORMATS]
+        written = write_outputs(t, out_dir, example.stem, formats, force=True)
+        print(f"(no sheet music: {exc})")
+    print(t.note_list())
+    print()
+    print(f"{example.name}: {len(t.notes)} notes, {len(t.pedals)} pedal intervals in {t.duration_s:.1f} s of audio, "
+          f"transcribed in {seconds:.2f} s ({t.duration_s / max(seconds, 1e-9):.0f}x real time) by {t.model_id}")
+    if reference.is_file():
+        from keyscribe.evaluate import evaluate_performance
+        from keyscribe.midi import read_midi
+
+        scores = evaluate_performance(read_midi(reference), t.performance)
+        names = {"note/f1": "notes (onset within 50 ms)", "note_offset/f1": "notes with offsets",
+                 "note_offset_velocity/f1": "notes with offsets and velocity", "frame/f1": "frames",
+                 "pedal/f1": "sustain pedal"}
+        print(f"scores against {reference.name} (F1):")
+        for key, label in names.items():
+            if key in scores:
+                print(f"  {label:<34} {scores[key]:.3f}")
+    print(f"outputs in {Path(out_dir)}/: " + ", ".join(p.name for p in written))
+    return 0
