@@ -193,7 +193,7 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
     train_set = _training_excerpts(config)
     if not train_set:
         raise KeyscribeError(f"{', '.join(config.datasets)}: no training excerpts")
-    val_set = [ex for folder in config.datasets for ex in load_split(folder, "validation")][: config.validation_excerpts]
+    val_set = _validation_excerpts(config)
     latest = run / "latest.pt"
     if latest.exists():
         payload = torch.load(latest, map_location="cpu", weights_only=False)
@@ -221,6 +221,8 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
     while state["step"] < config.max_steps:
         if state["step"] % config.reload_every == 0 and state["step"]:
             train_set = _training_excerpts(config)
+            if len(val_set) < config.validation_excerpts:
+                val_set = _validation_excerpts(config)
         net.train()
         optimizer.zero_grad(set_to_none=True)
         step_losses: dict[str, float] = {}
@@ -254,6 +256,10 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
 
 def _training_excerpts(config: TrainConfig) -> list[Excerpt]:
     return [ex for folder in config.datasets for ex in load_split(folder, "train")]
+
+
+def _validation_excerpts(config: TrainConfig) -> list[Excerpt]:
+    return [ex for folder in config.datasets for ex in load_split(folder, "validation")][: config.validation_excerpts]
 
 
 def _any_rank(flag: bool, world: int) -> bool:
