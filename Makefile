@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test clean
 install: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup-system.sh
+$(STAMP): pyproject.toml scripts/setup-system.sh package-lock.json
 	bash scripts/setup-system.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
