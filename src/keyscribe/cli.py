@@ -221,6 +221,33 @@ def _run_export_model(args: argparse.Namespace) -> int:
           f"decode {info.decode}, onnxruntime matches torch")
     return 0
 
+def _add_tune_decoding(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune-decoding", help="choose decoding thresholds on the synthetic validation set")
+    p.add_argument("--checkpoint", required=True, help="a training checkpoint; its run's config.json is updated")
+    p.add_argument("--dataset", default="work/dataset", help="rendered dataset with a validation split")
+    p.add_argument("--excerpts", type=int, default=120, help="validation excerpts to use")
+    p.set_defaults(run=_run_tune_decoding)
+
+
+def _run_tune_decoding(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from keyscribe import report
+    from keyscribe.data.shards import load_split
+    decode, grid = report.tune_decoding(args.checkpoint, load_split(args.dataset, "validation")[: args.excerpts])
+    for key, score in sorted(grid.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"onset/frame threshold {key}: mean of note and note-with-offset F1 {score:.4f}")
+    config_path = Path(args.checkpoint).parent / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config["decode"] = {**config.get("decode", {}), **asdict(decode)}
+    config["decode_tuning"] = {"dataset": args.dataset, "excerpts": args.excerpts, "grid": grid}
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    print(f"chose onset {decode.onset_threshold}, frame {decode.frame_threshold}; saved in {config_path}")
+    return 0
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="evaluate runs and the rule-based baseline; write docs/results.md")
     p.add_argument("runs", nargs="+", help="run folders (their best.pt, else latest.pt)")
@@ -238,7 +265,7 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [_add_evaluate, _add_stats, _add_render_dataset, _add_train, _add_evaluate_model, _add_report, _add_score, _add_score_eval, _add_serve, _add_transcribe, _add_demo, _add_export_model]
+COMMANDS = [_add_evaluate, _add_stats, _add_render_dataset, _add_train, _add_evaluate_model, _add_tune_decoding, _add_report, _add_score, _add_score_eval, _add_serve, _add_transcribe, _add_demo, _add_export_model]
 
 
 def build_parser() -> argparse.ArgumentParser:
