@@ -65,7 +65,7 @@ try {
   result.playing = await page.evaluate(() => window.keyscribe.playing);
   step("playing", { highlighted: result.highlightedInScore });
   if (shotDir) {
-    await page.waitForTimeout(1500);
+    await page.waitForTimeout(3000);
     await page.screenshot({ path: path.join(shotDir, "results.png"), fullPage: true });
   }
   await page.click("#play"); // pause

@@ -10,7 +10,6 @@ one-line message; anything else is logged with its traceback and retried.
 """
 from __future__ import annotations
 
-import csv
 import inspect
 import json
 import logging
@@ -212,7 +211,7 @@ def _process(job: Job, progress: Progress) -> str:
     files: dict[str, str] = {}
     tr.to_midi(folder / f"{stem}.mid")
     files["midi"] = f"{stem}.mid"
-    _write_csv(perf, folder / f"{stem}.csv")
+    tr.to_csv(folder / f"{stem}.csv")
     files["csv"] = f"{stem}.csv"
     tr.to_json(folder / f"{stem}.json")
     files["json"] = f"{stem}.json"
@@ -255,9 +254,7 @@ def _transcribe(path: Path, progress: Progress, duration_s: float):
     progress bar advances on an estimate from the recording's length."""
     from keyscribe.transcribe import transcribe
 
-    kwargs = {}
-    if settings.MODEL:
-        kwargs["model"] = settings.MODEL
+    kwargs = {"model": _model()}
     params = inspect.signature(transcribe).parameters
     callback_name = next((n for n in ("progress", "on_progress", "progress_callback") if n in params), None)
     if callback_name:
@@ -291,6 +288,21 @@ def _transcribe(path: Path, progress: Progress, duration_s: float):
             raise JobGone(progress.job_id)
 
 
+_MODELS: dict = {}
+
+
+def _model():
+    """The transcription model, loaded once per worker process (None: transcribe loads its default)."""
+    try:
+        from keyscribe.inference import load_model
+    except ImportError:
+        return settings.MODEL
+    key = settings.MODEL or ""
+    if key not in _MODELS:
+        _MODELS[key] = load_model(settings.MODEL or None, device=settings.DEVICE)
+    return _MODELS[key]
+
+
 def _progress_adapter(progress: Progress):
     def callback(*args, **kwargs):
         # accept callback(fraction) or callback(done, total)
@@ -302,15 +314,6 @@ def _progress_adapter(progress: Progress):
             fraction = kwargs.get("fraction", 0.0)
         progress.report(fraction)
     return callback
-
-
-def _write_csv(perf, path: Path) -> None:
-    from keyscribe.notes import pitch_name
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["onset_s", "offset_s", "pitch", "name", "velocity"])
-        for n in perf.notes:
-            w.writerow([f"{n.onset_s:.4f}", f"{n.offset_s:.4f}", n.pitch, pitch_name(n.pitch), n.velocity])
 
 
 def _write_view(perf, score_q: list, duration_s: float, path: Path) -> None:

@@ -32,6 +32,7 @@ Production:
     KEYSCRIBE_STALE_S         a running job whose worker sent no heartbeat for this long is retried
                               (default 60)
     KEYSCRIBE_MODEL           transcription model file (default: the shipped model)
+    KEYSCRIBE_DEVICE          auto (a GPU when there is one), cpu or cuda
 """
 from __future__ import annotations
 
@@ -222,6 +223,7 @@ MAX_ATTEMPTS = int(_env_number("KEYSCRIBE_MAX_ATTEMPTS", 3, int))
 STALE_S = float(_env_number("KEYSCRIBE_STALE_S", 60))
 HEARTBEAT_S = min(5.0, STALE_S / 4)
 MODEL = _env("KEYSCRIBE_MODEL")
+DEVICE = _env("KEYSCRIBE_DEVICE", "auto")  # auto | cpu | cuda
 
 # Uploads larger than this go to a temporary file, never into memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

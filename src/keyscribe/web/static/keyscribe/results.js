@@ -224,8 +224,16 @@ async function play() {
   const T = window.Tone;
   $("play").disabled = true;
   $("play").textContent = "Loading piano…";
-  await T.start();
-  await loadPiano();
+  try {
+    await T.start();
+    await loadPiano();
+  } catch (e) {
+    piano = null;
+    $("play").disabled = false;
+    $("play").textContent = "Play";
+    $("clock").textContent = "the piano sound could not be loaded";
+    return;
+  }
   if (state.pos >= state.duration - 0.05) state.pos = 0;
   state.playing = true;
   state.t0 = T.now() + 0.1;
