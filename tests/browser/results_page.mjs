@@ -41,7 +41,15 @@ try {
   await page.goto(base + "/");
   step("landing");
   if (shotDir) await page.screenshot({ path: path.join(shotDir, "upload.png") });
-  await page.setInputFiles("#file-input", recording);
+  // drag and drop the recording onto the drop zone, as a person would
+  const bytes = fs.readFileSync(recording).toString("base64");
+  const dataTransfer = await page.evaluateHandle(([b64, name]) => {
+    const raw = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([raw], name, { type: "audio/ogg" }));
+    return dt;
+  }, [bytes, path.basename(recording)]);
+  for (const type of ["dragenter", "dragover", "drop"]) await page.dispatchEvent("#drop-zone", type, { dataTransfer });
   await page.waitForSelector("#upload-list li a", { timeout: 60_000 });
   step("uploaded");
   await page.waitForSelector("#upload-list li.done, #upload-list li .msg", { timeout: 600_000 });

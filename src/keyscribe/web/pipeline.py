@@ -103,17 +103,20 @@ class Progress:
             raise JobGone(self.job_id)
 
     def _beat(self) -> None:
-        while not self._stop.wait(settings.HEARTBEAT_S):
-            try:
-                with self._lock:
-                    n = self._mine().update(heartbeat_at=timezone.now())
-                if n == 0:
-                    self.lost = True
-                    return
-            except Exception:  # the database is briefly unavailable: the next beat retries
-                log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
-            finally:
-                close_old_connections()
+        from django.db import connection
+        try:
+            while not self._stop.wait(settings.HEARTBEAT_S):
+                try:
+                    with self._lock:
+                        n = self._mine().update(heartbeat_at=timezone.now())
+                    if n == 0:
+                        self.lost = True
+                        return
+                except Exception:  # the database is briefly unavailable: the next beat retries
+                    log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
+                    close_old_connections()
+        finally:
+            connection.close()  # this thread's own connection
 
 
 # ----------------------------------------------------------------------------------------- running
