@@ -60,12 +60,25 @@ def run_worker(args: argparse.Namespace) -> int:
     config = ConsumerConfig(**options)
     config.validate()
     tasks.startup_sweep()
+    _preload()
     connections.close_all()  # no connection may be shared with forked worker processes
     log.info("worker %s: %d %s worker(s) on queue %s", worker_id(), config.workers, config.worker_type,
              type(tasks.HUEY).__name__)
     consumer = tasks.HUEY.create_consumer(**config.values)
     consumer.run()  # huey's signal handlers: SIGTERM stops at once, SIGINT after running jobs
     return 0
+
+
+def _preload() -> None:
+    """Import the pipeline's heavy modules once, before the worker processes fork, so that no job
+    pays for them (music21 alone takes seconds). The model is loaded in each process on first use."""
+    import importlib
+    for name in ("keyscribe.transcribe", "keyscribe.inference", "keyscribe.score", "keyscribe.score.engrave",
+                 "keyscribe.score.beats", "keyscribe.score.spelling", "music21", "verovio", "cairosvg"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # a missing optional part shows up in the job that needs it
+            log.warning("could not preload %s", name, exc_info=True)
 
 
 def _pdeathsig() -> None:

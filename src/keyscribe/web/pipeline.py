@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -190,6 +191,7 @@ def _process(job: Job, progress: Progress) -> str:
         raise AudioError(f"{job.original_name}: the uploaded file is missing on the server")
 
     # decoding: the recording must decode, within the duration limit, before the model runs
+    t0 = time.monotonic()
     progress.set_stage(Job.DECODING)
     duration = audio.audio_duration_s(path)
     if duration is not None and duration > settings.MAX_DURATION_S:
@@ -208,6 +210,7 @@ def _process(job: Job, progress: Progress) -> str:
     progress.report(1.0)
 
     # transcribing
+    t1 = time.monotonic()
     progress.set_stage(Job.TRANSCRIBING)
     tr = _transcribe(path, progress, job.duration_s)
     perf = tr.performance
@@ -222,6 +225,7 @@ def _process(job: Job, progress: Progress) -> str:
     progress.report(1.0)
 
     # engraving
+    t2 = time.monotonic()
     progress.set_stage(Job.ENGRAVING)
     summary = {"notes": len(perf.notes), "pedals": len(perf.pedals),
                "duration_s": round(job.duration_s, 3)}
@@ -247,6 +251,8 @@ def _process(job: Job, progress: Progress) -> str:
         warning = "no notes were heard in this recording, so there is no sheet music"
     _write_view(perf, score_q, job.duration_s, folder / "view.json")
     files["view"] = "view.json"
+    summary["seconds"] = {"decoding": round(t1 - t0, 2), "transcribing": round(t2 - t1, 2),
+                          "engraving": round(time.monotonic() - t2, 2)}
     job.summary = summary
     progress.report(1.0)
     return warning
@@ -398,6 +404,15 @@ def remove_expired() -> int:
         job.delete_files()
         job.delete()
         n += 1
+    # folders without a job row (a crash between storing an upload and committing its job)
+    jobs_dir = Path(settings.MEDIA_ROOT) / "jobs"
+    for folder in jobs_dir.iterdir() if jobs_dir.is_dir() else []:
+        try:
+            old = time.time() - folder.stat().st_mtime > 3600
+        except OSError:
+            continue
+        if old and not Job.objects.filter(pk=folder.name).exists():
+            shutil.rmtree(folder, ignore_errors=True)
     tmp = Path(settings.FILE_UPLOAD_TEMP_DIR)
     for f in tmp.glob("*") if tmp.is_dir() else []:
         try:
