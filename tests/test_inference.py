@@ -125,6 +125,27 @@ def test_an_unknown_device_is_an_error():
         inf.resolve_device("tpu")
 
 
+def test_cuda_without_a_gpu_is_a_one_line_error(model_dir, monkeypatch):
+    monkeypatch.setattr(inf, "_torch_cuda_available", lambda: False)
+    monkeypatch.setattr(inf, "_ort_cuda_available", lambda: False)
+    with pytest.raises(inf.KeyscribeError, match="neither torch nor onnxruntime sees a CUDA GPU"):
+        inf.load_model(model_dir / "tiny.onnx", device="cuda")
+
+
+def test_on_a_gpu_an_onnx_model_runs_in_torch_from_its_weights_or_auto_falls_back_to_the_cpu(model_dir, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.setattr(inf, "resolve_device", lambda device: "cuda")  # as on a machine with a GPU
+    monkeypatch.setattr(inf, "_ort_cuda_available", lambda: False)
+    monkeypatch.setattr(inf, "TorchModel", lambda module, info, path, device, threads: ("torch", path.name, device))
+    assert inf.load_model(model_dir / "tiny.onnx", device="cuda") == ("torch", "tiny.pt", "cuda")
+    for name in ("tiny.onnx", "tiny.json"):
+        (tmp_path / name).write_bytes((model_dir / name).read_bytes())  # without tiny.pt
+    fallback = inf.load_model(tmp_path / "tiny.onnx", device="auto")
+    assert isinstance(fallback, inf.OnnxModel) and fallback.device == "cpu"
+    with pytest.raises(ModelError, match="needs onnxruntime-gpu or the torch weights tiny.pt"):
+        inf.load_model(tmp_path / "tiny.onnx", device="cuda")
+
+
 # ---------------------------------------------------------------------------------------------- features
 
 

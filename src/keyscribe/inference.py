@@ -272,17 +272,19 @@ def load_model(model: str | os.PathLike | Model | None = None, *, device: str = 
     Raises `ModelError` (one line) when the file is missing or unusable."""
     if isinstance(model, Model):
         return model
-    device = resolve_device(device)
+    requested, device = device, resolve_device(device)
     path = _model_path(model)
     if path.suffix == ".pt":
         return _load_checkpoint(path, device, threads)
     info = read_info(path)
     if device == "cuda" and not _ort_cuda_available():
         weights = path.with_suffix(".pt")
-        if not weights.is_file():
+        if weights.is_file():
+            return _load_checkpoint(weights, device, threads, info)
+        if requested == "cuda":
             raise ModelError(f"{path.name}: device cuda needs onnxruntime-gpu or the torch weights {weights.name} "
                              "beside the model (keyscribe export-model --with-torch)")
-        return _load_checkpoint(weights, device, threads, info)
+        device = "cpu"  # auto: the GPU cannot run this model here, the CPU can
     return OnnxModel(path, info, threads=threads, device=device)
 
 
