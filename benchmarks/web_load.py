@@ -54,6 +54,7 @@ def run_client(base: str, i: int, data: bytes, start: threading.Barrier, out: di
                 rec["latency_s"] = time.monotonic() - t0
                 rec["server_latency_s"] = job.get("latency_s")
                 rec["status"] = job["status"]
+                rec["stage_s"] = (job.get("summary") or {}).get("seconds")
                 rec["error"] = job.get("error")
                 if job["status"] == "done":
                     code, midi = session.request("GET", job["files"]["midi"])
@@ -82,6 +83,9 @@ def summarise(records: list[dict], wall_s: float) -> dict:
         "server_latency_worst_s": round(srv[-1], 2) if srv else None,
         "upload_median_s": round(statistics.median(up), 3) if up else None,
         "upload_worst_s": round(up[-1], 3) if up else None,
+        "stage_median_s": {stage: round(statistics.median(r["stage_s"][stage] for r in done if r.get("stage_s")), 2)
+                           for stage in ("decoding", "transcribing", "engraving")
+                           if any(r.get("stage_s") for r in done)},
         "errors": sorted({r["error"] for r in records if r.get("error")}),
     }
 

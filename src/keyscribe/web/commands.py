@@ -59,6 +59,7 @@ def run_worker(args: argparse.Namespace) -> int:
         options["periodic"] = False
     config = ConsumerConfig(**options)
     config.validate()
+    _wait_for_schema()
     tasks.startup_sweep()
     _preload()
     connections.close_all()  # no connection may be shared with forked worker processes
@@ -69,12 +70,33 @@ def run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_for_schema(timeout: float = 120.0) -> None:
+    """Wait until the database has the job table (the web side migrates it), or fail with a hint."""
+    from django.db import DatabaseError, connections
+
+    from keyscribe.errors import KeyscribeError
+    from keyscribe.web.models import Job
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            Job.objects.exists()
+            return
+        except DatabaseError:
+            connections.close_all()
+            if time.monotonic() > deadline:
+                raise KeyscribeError("the database has no keyscribe tables: start `keyscribe serve` "
+                                     "or run `django-admin migrate` with DJANGO_SETTINGS_MODULE="
+                                     "keyscribe.web.settings first") from None
+            time.sleep(1.0)
+
+
 def _preload() -> None:
     """Import the pipeline's heavy modules once, before the worker processes fork, so that no job
     pays for them (music21 alone takes seconds). The model is loaded in each process on first use."""
     import importlib
     for name in ("keyscribe.transcribe", "keyscribe.inference", "keyscribe.score", "keyscribe.score.engrave",
-                 "keyscribe.score.beats", "keyscribe.score.spelling", "music21", "verovio", "cairosvg"):
+                 "keyscribe.score.beats", "keyscribe.score.spelling", "music21", "partitura", "verovio",
+                 "cairosvg"):
         try:
             importlib.import_module(name)
         except Exception:  # a missing optional part shows up in the job that needs it
