@@ -245,3 +245,37 @@ def test_demo_transcribes_the_example_and_scores_it(tmp_path, model, capsys, mon
     assert sorted(p.name for p in (tmp_path / "demo-output").iterdir()) == ["example.mid", "example.png", "example.txt"]
     code, out, err = run(["demo", "--model", model], capsys)  # a second demo replaces the first's outputs
     assert code == 0
+
+
+def test_ctrl_c_in_a_real_process_leaves_only_whole_files(tmp_path, model):
+    """SIGINT to the process group mid-run (as Ctrl-C sends it): exit 130 and nothing half-written, or, if
+    the machine was quick, exit 0 with everything complete. Either way no temporary file remains."""
+    import os
+    import signal
+    import time
+
+    noise = np.random.default_rng(0).normal(0, 0.2, 240 * SR).astype(np.float32)
+    inputs = []
+    for i in range(2):
+        sf.write(tmp_path / f"long{i}.wav", noise, SR)
+        inputs.append(str(tmp_path / f"long{i}.wav"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "keyscribe.cli", "transcribe", *inputs, "-o", str(out),
+                             "--model", model, "--formats", "midi,json,png"],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the output folder appears once the model is loaded and the work starts
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    print(proc.returncode, err)
+    assert "Traceback" not in err
+    names = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert not [n for n in names if n.startswith(".")], names
+    if proc.returncode == 130:
+        assert "keyscribe: interrupted" in err
+        assert len(names) in (0, 3), names  # the first file's outputs appear together or not at all
+    else:
+        assert proc.returncode == 0 and len(names) == 6
