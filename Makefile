@@ -21,3 +21,10 @@ test: install
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
+
+# Peer benchmark (benchmarks/README.md): keyscribe, transkun and Basic Pitch on ENSTDkAm + a synthetic slice.
+# Sets up the peers' environments in benchmarks/envs/ on first use. `make peers PEERS_ARGS="--subset 2"`.
+PEERS_ARGS ?=
+.PHONY: peers
+peers: install
+	$(PY) benchmarks/peers.py $(PEERS_ARGS)

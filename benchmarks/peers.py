@@ -781,10 +781,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             tools[name] = make_tool(name, keyscribe_model=args.keyscribe_model)
             tool_info[name] = {"versions": tools[name].versions, "model": tools[name].model}
-        except PeerError as exc:
-            print(f"peers: {exc}", file=sys.stderr)
-            failures.append(str(exc))
-            tool_info[name] = {"error": str(exc)}
+        except Exception as exc:  # PeerError, or anything unforeseen while installing: one line each
+            msg = str(exc) if isinstance(exc, PeerError) else f"{name}: setup failed: {type(exc).__name__}: {exc}"
+            print(f"peers: {msg}", file=sys.stderr)
+            failures.append(msg)
+            tool_info[name] = {"error": msg}
     if args.setup_only:
         return 1 if failures else 0
 
