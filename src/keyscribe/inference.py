@@ -8,11 +8,16 @@ Runtimes (`load_model`):
 A recording never sits in memory whole. Audio is decoded chunk by chunk (`audio.iter_audio_chunks`),
 log-mel frames are computed as the audio arrives (`StreamingMel`, equal to `features.log_mel` of the
 whole recording), the model runs on windows of `WindowConfig.window_s` seconds that overlap by
-`context_s` on each side and only each window's centre is kept (the BiLSTM needs context either side;
-`context_s` was chosen by measuring stitched against whole-recording probabilities, see
-docs/inference.md), and the kept probabilities go straight into `StreamingDecoder`, which gives the same
-notes and pedal intervals as `decode.decode_notes`/`decode_pedals` on the whole recording. Memory is
-one window plus the notes found; time is linear in the length.
+`context_s` on each side and only each window's centre is kept (the BiLSTM needs context either side),
+and the kept probabilities go straight into `StreamingDecoder`, which gives the same notes and pedal
+intervals as `decode.decode_notes`/`decode_pedals` on the whole recording. Memory is one window plus the
+notes found; time is linear in the length.
+
+Window and context were chosen by measuring stitched against whole-recording probabilities on 70 s of
+MAPS (`benchmarks/speed.py --context-sweep`): a 1 s context already agrees to 1e-7 for a freshly
+initialised model, whose LSTM forgets fast; 2 s on each side of 20 s windows leaves margin for a
+trained LSTM's longer memory at 25% extra model time, and longer windows were no faster (the model runs
+at ~400x real time either way on 2 cores).
 
 The model file's JSON sidecar (`<name>.json` beside `<name>.onnx`) holds the model id, the feature
 configuration, the decode thresholds, metrics and the weights' licence.

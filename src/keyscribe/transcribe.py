@@ -360,7 +360,7 @@ def transcribe_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.Path
     files, problems = collect_inputs(inputs)
     if not files and not problems:
         raise KeyscribeError("no input files given")
-    device = resolve_device(device)
+    resolve_device(device)  # an unknown device, or cuda on a machine without one, fails here
     if not isinstance(model, Model):  # a missing or broken model fails here once, not once per file
         model_path = _model_path(model)
         if model_path.suffix == ".onnx":
@@ -471,6 +471,8 @@ def _run_pool(jobs, out, formats, force, model, device, workers, run_id, bar, do
     from concurrent.futures.process import BrokenProcessPool
 
     threads = max(1, (os.cpu_count() or 1) // workers)
+    if isinstance(model, Model):
+        model = model.path
     model_arg = None if model is None else os.fspath(model)
     executor = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(model_arg, device, threads))
