@@ -34,6 +34,9 @@ def test_worker_killed_mid_job_then_restarted_completes(tmp_path):
         status, body = session.upload("long.ogg", clip.read_bytes())
         assert status == 201, body
         job_id = body["id"]
+        status, body = session.upload("second.ogg", clip.read_bytes())  # waits in the queue meanwhile
+        assert status == 201, body
+        second_id = body["id"]
         job = wait_for(session, job_id, RUNNING, timeout=120)
         worker.kill()  # the whole worker process group, mid-job
         time.sleep(1.0)
@@ -46,11 +49,36 @@ def test_worker_killed_mid_job_then_restarted_completes(tmp_path):
             assert "re-queued" in worker2.log()
             code, midi = session.request("GET", job["files"]["midi"])
             assert code == 200 and midi[:4] == b"MThd"
+            second = wait_for(session, second_id, ("done", "failed"), timeout=600, step=0.5)
+            assert second["status"] == "done", second  # the queued job survived the kill too
         finally:
             worker2.stop()
     finally:
         worker.stop()
         web.stop()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def test_serve_restarts_its_worker_when_it_dies(tmp_path):
+    import os
+    import signal
+    clip = testing.piano_clip(tmp_path / "clip.ogg", seconds=4.0, prefer_example=False)
+    with testing.Server(tmp_path / "data") as web:
+        (worker_pid,) = _children(web.proc.pid)
+        os.kill(worker_pid, signal.SIGKILL)  # the worker that `keyscribe serve` started
+        session = testing.Session(web.url)
+        status, body = session.upload("clip.ogg", clip.read_bytes())
+        assert status == 201, body
+        job = wait_for(session, body["id"], ("done", "failed"), timeout=300, step=0.5)
+        assert job["status"] == "done", (job, web.log())
+        assert "restarting" in web.log()
+        assert _children(web.proc.pid) != [worker_pid]
 
 
 def test_load_twenty_concurrent_uploads(tmp_path):

@@ -95,12 +95,16 @@ def _preload() -> None:
     pays for them (music21 alone takes seconds). The model is loaded in each process on first use."""
     import importlib
     for name in ("keyscribe.transcribe", "keyscribe.inference", "keyscribe.score", "keyscribe.score.engrave",
-                 "keyscribe.score.beats", "keyscribe.score.spelling", "music21", "partitura", "verovio",
-                 "cairosvg"):
+                 "keyscribe.score.beats", "keyscribe.score.spelling", "music21", "verovio", "cairosvg"):
         try:
             importlib.import_module(name)
         except Exception:  # a missing optional part shows up in the job that needs it
             log.warning("could not preload %s", name, exc_info=True)
+    try:  # partitura only through the score engine's guard (a bare import may download a soundfont)
+        from keyscribe.score.spelling import _partitura
+        _partitura()
+    except Exception:
+        log.warning("could not preload partitura", exc_info=True)
 
 
 def _pdeathsig() -> None:

@@ -148,7 +148,7 @@ class Server:
 
     def log(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-4000:]
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
 
