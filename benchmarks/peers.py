@@ -405,6 +405,7 @@ class Measured:
     returncode: int
     wall_s: float
     peak_rss_mb: float
+    cpu_s: float = 0.0  # user + system CPU time of the process and its waited-for children
     timed_out: bool = False
 
 
@@ -435,7 +436,8 @@ def run_measured(argv: list[str], *, cores: list[int], env: dict, log: Path, tim
             timer.cancel()
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return Measured(proc.returncode, wall, usage.ru_maxrss / 1024.0, timed_out.is_set())
+    return Measured(proc.returncode, wall, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime,
+                    timed_out.is_set())
 
 
 @dataclass
@@ -590,10 +592,12 @@ def summarise(rows: list[dict]) -> dict:
     ok = [r for r in rows if r.get("scores") is not None]
     audio = sum(r["duration_s"] for r in ok)
     wall = sum(r["wall_s"] for r in ok)
+    cpu = sum(r.get("cpu_s", 0.0) for r in ok)
     return {
         "files": len(rows), "scored": len(ok), "failed": len(rows) - len(ok),
         "scores": mean_scores({r["file"]: r["scores"] for r in ok}) if ok else None,
-        "audio_s": audio, "wall_s": wall,
+        "audio_s": audio, "wall_s": wall, "cpu_s": cpu,
+        "cpu_per_audio_s": cpu / audio if audio > 0 else None,
         "mean_wall_s": wall / len(ok) if ok else None,
         "xrt": audio / wall if wall > 0 else None,
         "peak_rss_mb": max((r["peak_rss_mb"] for r in ok), default=None),
@@ -605,9 +609,10 @@ def _cell(value, fmt: str) -> str:
 
 
 def format_peer_table(results: dict) -> str:
-    """One table: a row per (set, tool) with the mean F1s, model load, wall, x real time and peak RSS."""
+    """One table: a row per (set, tool) with the mean F1s, model load, wall, x real time, CPU seconds per
+    second of audio and peak RSS."""
     head = (f"{'set':<6} {'tool':<12} {'files':>6} {'frame':>6} {'note':>6} {'n+off':>6} {'n+o+vel':>7} "
-            f"{'load s':>7} {'wall s':>8} {'x RT':>6} {'RSS MB':>7}")
+            f"{'load s':>7} {'wall s':>8} {'x RT':>6} {'CPU/aud':>7} {'RSS MB':>7}")
     lines = [head, "-" * len(head)]
     for set_name, per_tool in results["sets"].items():
         for tool_name, block in per_tool.items():
@@ -622,7 +627,7 @@ def format_peer_table(results: dict) -> str:
             lines.append(f"{set_name:<6} {tool_name:<12} {files:>6} {_cell(f1[0], '.3f'):>6} {_cell(f1[1], '.3f'):>6} "
                          f"{_cell(f1[2], '.3f'):>6} {_cell(f1[3], '.3f'):>7} {_cell(tool.get('load_s'), '.1f'):>7} "
                          f"{_cell(s['wall_s'] if s['scored'] else None, '.1f'):>8} {_cell(s['xrt'], '.2f'):>6} "
-                         f"{_cell(s['peak_rss_mb'], '.0f'):>7}")
+                         f"{_cell(s.get('cpu_per_audio_s'), '.2f'):>7} {_cell(s['peak_rss_mb'], '.0f'):>7}")
     return "\n".join(lines)
 
 
@@ -737,7 +742,8 @@ def prepare_tool(tool: Tool, *, cores: list[int], env: dict, cache: Cache, base_
     probe = run_measured(tool.load_probe, cores=cores, env=env, log=logs / "load.log", timeout_s=900)
     if probe.returncode != 0 or probe.timed_out:
         raise PeerError(f"{tool.name}: model-load probe failed: {one_line((logs / 'load.log').read_text())}")
-    value = {"load_s": probe.wall_s, "load_rss_mb": probe.peak_rss_mb, "silence_s": m.wall_s,
+    value = {"load_s": probe.wall_s, "load_cpu_s": probe.cpu_s, "load_rss_mb": probe.peak_rss_mb,
+             "silence_s": m.wall_s, "silence_cpu_s": m.cpu_s,
              "measured_at": dt.datetime.now().isoformat(timespec="seconds")}
     cache.put(tool.name, "_load", base_key, value)
     return value
@@ -758,7 +764,7 @@ def run_item(tool: Tool, item: Item, *, cores: list[int], env: dict, cache: Cach
                                 log=OUT / "logs" / tool.name / item.set / f"{item.stem}.log")
         row = {"tool": tool.name, "set": item.set, "file": item.stem, "duration_s": item.duration_s,
                "wall_s": m.wall_s, "xrt": item.duration_s / m.wall_s if m.wall_s > 0 else None,
-               "peak_rss_mb": m.peak_rss_mb, "loadavg_1m": load_before, "error": err,
+               "cpu_s": m.cpu_s, "peak_rss_mb": m.peak_rss_mb, "loadavg_1m": load_before, "error": err,
                "measured_at": dt.datetime.now().isoformat(timespec="seconds")}
         cache.put(tool.name, f"{item.set}/{item.stem}", key, row)
     row["scores"] = None
@@ -864,8 +870,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(format_peer_table(results))
     print(f"\nF1 means over files; load = import + model load (own process); wall = sum over files, end to end; "
-          f"x RT = audio s / wall s; RSS = peak over files; {len(cores)} cores ({','.join(map(str, cores))}). "
-          f"Results: {_rel(out)}")
+          f"x RT = audio s / wall s; CPU/aud = CPU s per audio s; RSS = peak over files; "
+          f"{len(cores)} cores ({','.join(map(str, cores))}). Results: {_rel(out)}")
     for f in failures:
         print(f"peers: {f}", file=sys.stderr)
     return 1 if failures else 0
