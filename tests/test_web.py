@@ -233,6 +233,9 @@ def test_rate_limit_per_session(clip):
             response = api_upload(client, "a.wav", clip.read_bytes())
             assert response.status_code == 429 and "too many uploads" in response.json()["error"]
             assert api_upload(Client(), "a.wav", clip.read_bytes()).status_code == 201  # per session
+            with override_settings(IP_RATE_LIMIT=(4, 600)):  # but new sessions do not escape it all
+                response = api_upload(Client(), "a.wav", clip.read_bytes())
+                assert response.status_code == 429 and "per address" in response.json()["error"]
         finally:
             Job.objects.filter(status=Job.QUEUED).delete()
             HUEY.immediate = True

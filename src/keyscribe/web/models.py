@@ -30,6 +30,7 @@ class Job(models.Model):
 
     id = models.CharField(primary_key=True, max_length=32, default=new_job_id, editable=False)
     owner = models.CharField(max_length=64, db_index=True)  # the creating session's random token
+    client_ip = models.GenericIPAddressField(null=True, blank=True)  # for the per-address rate limit
     original_name = models.CharField(max_length=255)  # as uploaded; only ever shown escaped
     stem = models.CharField(max_length=100)  # safe download name stem derived from original_name
     input_name = models.CharField(max_length=64)  # file name inside the job folder
@@ -50,7 +51,7 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "created_at"])]
+        indexes = [models.Index(fields=["owner", "created_at"]), models.Index(fields=["client_ip", "created_at"])]
 
     def __str__(self) -> str:
         return f"{self.id} {self.original_name} {self.status}"

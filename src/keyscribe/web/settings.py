@@ -26,6 +26,9 @@ Production:
     KEYSCRIBE_MAX_DURATION_S  longest accepted recording in seconds (default 1800)
     KEYSCRIBE_MAX_FILES       most files in one upload (default 20)
     KEYSCRIBE_RATE_LIMIT      uploads per session per window, "N/SECONDS" (default 30/600)
+    KEYSCRIBE_IP_RATE_LIMIT   uploads per client address per window (default 120/600): sessions are
+                              free to make, so this bounds a client that drops its cookies
+    KEYSCRIBE_TRUST_X_FORWARDED_FOR  1 behind a reverse proxy that sets X-Forwarded-For
     KEYSCRIBE_RETENTION_HOURS jobs and their files are deleted this long after creation (default 72)
     KEYSCRIBE_WORKERS         worker processes per `keyscribe worker` (default 1)
     KEYSCRIBE_MAX_ATTEMPTS    tries of one job before it is failed (default 3)
@@ -226,6 +229,13 @@ try:
     RATE_LIMIT = (int(_rate[0]), float(_rate[1]))
 except (ValueError, IndexError):
     raise KeyscribeError("KEYSCRIBE_RATE_LIMIT must look like N/SECONDS, e.g. 30/600") from None
+_ip_rate = (_env("KEYSCRIBE_IP_RATE_LIMIT", "120/600") or "120/600").split("/")
+try:
+    IP_RATE_LIMIT = (int(_ip_rate[0]), float(_ip_rate[1]))
+except (ValueError, IndexError):
+    raise KeyscribeError("KEYSCRIBE_IP_RATE_LIMIT must look like N/SECONDS, e.g. 120/600") from None
+# Behind a reverse proxy, the client's address is the last one it appended to X-Forwarded-For.
+TRUST_X_FORWARDED_FOR = _env("KEYSCRIBE_TRUST_X_FORWARDED_FOR", "0") == "1"
 RETENTION_HOURS = float(_env_number("KEYSCRIBE_RETENTION_HOURS", 72))
 MAX_ATTEMPTS = int(_env_number("KEYSCRIBE_MAX_ATTEMPTS", 3, int))
 STALE_S = float(_env_number("KEYSCRIBE_STALE_S", 60))

@@ -81,14 +81,27 @@ def safe_suffix(name: str) -> str:
     return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ".bin"
 
 
-def check_rate(owner: str, n_new: int) -> None:
-    limit, window_s = settings.RATE_LIMIT
-    since = timezone.now() - timedelta(seconds=window_s)
-    recent = Job.objects.filter(owner=owner, created_at__gte=since).count()
-    if recent + n_new > limit:
-        minutes = math.ceil(window_s / 60)
-        raise UploadError(f"too many uploads: at most {limit} recordings per {minutes} minutes per "
-                          f"session; please wait and try again", 429)
+def client_ip(request) -> str | None:
+    if settings.TRUST_X_FORWARDED_FOR:
+        forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
+        if forwarded:
+            return forwarded[-1][:45]
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def check_rate(owner: str, n_new: int, ip: str | None = None) -> None:
+    """Per-session limit, and a looser per-address one (a client can always start a new session)."""
+    for field, value, (limit, window_s), who in (
+            ("owner", owner, settings.RATE_LIMIT, "session"),
+            ("client_ip", ip, settings.IP_RATE_LIMIT, "address")):
+        if value is None:
+            continue
+        since = timezone.now() - timedelta(seconds=window_s)
+        recent = Job.objects.filter(**{field: value}, created_at__gte=since).count()
+        if recent + n_new > limit:
+            minutes = math.ceil(window_s / 60)
+            raise UploadError(f"too many uploads: at most {limit} recordings per {minutes} minutes per "
+                              f"{who}; please wait and try again", 429)
 
 
 def _display_name(name: str) -> str:
@@ -96,7 +109,7 @@ def _display_name(name: str) -> str:
     return "".join(c for c in name if c.isprintable())[:255] or "recording"
 
 
-def accept(uploaded, owner: str) -> Job:
+def accept(uploaded, owner: str, ip: str | None = None) -> Job:
     """Store one uploaded file as a new queued job, or raise UploadError with a message for people."""
     display = _display_name(uploaded.name)
     if uploaded.size == 0:
@@ -115,7 +128,7 @@ def accept(uploaded, owner: str) -> Job:
                 f.write(chunk)
         duration = sniff(path, display)
         job = Job(id=job_id, owner=owner, original_name=display, stem=safe_stem(display),
-                  input_name=input_name, size_bytes=uploaded.size, duration_s=duration)
+                  input_name=input_name, size_bytes=uploaded.size, duration_s=duration, client_ip=ip)
         with transaction.atomic():
             job.save(force_insert=True)
     except BaseException:

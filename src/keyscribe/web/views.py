@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django.views.static import serve
 
 from keyscribe.web.models import Job
-from keyscribe.web.uploads import UploadError, accept, check_rate, owner_token
+from keyscribe.web.uploads import UploadError, accept, check_rate, client_ip, owner_token
 
 log = logging.getLogger("keyscribe.web.views")
 mimetypes.add_type("text/javascript", ".mjs")
@@ -108,11 +108,11 @@ def _upload(request):
     if True:
         try:
             files = _files_from(request)
-            owner = owner_token(request)
-            check_rate(owner, len(files))
+            owner, ip = owner_token(request), client_ip(request)
+            check_rate(owner, len(files), ip)
             for f in files:
                 try:
-                    ctx["accepted"].append(accept(f, owner))
+                    ctx["accepted"].append(accept(f, owner, ip))
                 except UploadError as exc:
                     ctx["errors"].append(exc.message)
                     status = max(status, exc.status)
@@ -174,8 +174,8 @@ def download(request, job_id: str, kind: str):
     if path is None or not path.is_file():
         raise Http404("this file is not available for this job")
     suffix, mime = Job.FILES[kind]
-    response = FileResponse(open(path, "rb"), as_attachment=request.GET.get("inline") != "1",
-                            filename=f"{job.stem}{suffix}", content_type=mime)
+    response = FileResponse(open(path, "rb"), as_attachment=True, filename=f"{job.stem}{suffix}",
+                            content_type=mime)
     response["Cache-Control"] = "private, no-store"
     return response
 
@@ -204,9 +204,9 @@ def api_jobs(request):
             raise UploadError("no file: send the recording as the multipart form field 'file'")
         if len(files) > 1:
             raise UploadError("send one recording per request (one 'file' field)")
-        owner = owner_token(request)
-        check_rate(owner, 1)
-        job = accept(files[0], owner)
+        owner, ip = owner_token(request), client_ip(request)
+        check_rate(owner, 1, ip)
+        job = accept(files[0], owner, ip)
     except UploadError as exc:
         return _api_error(exc.message, exc.status)
     data = job_json(job)
