@@ -619,8 +619,8 @@ class StreamingDecoder:
     """`decode.decode_notes` and `decode_pedals` over probabilities fed in consecutive blocks of frames.
 
     Gives exactly the notes and pedal intervals the batch decoder gives on the whole recording, holding
-    only per-key state: the onset run in progress (its values, for the sub-frame peak) and the note
-    waiting for its end. Each block costs O(frames x keys) in numpy plus O(1) Python per onset run, so
+    only per-key state of fixed size: the onset run in progress (its peak so far and the values beside
+    it, for the sub-frame peak and the velocity) and the note waiting for its end. Each block costs O(frames x keys) in numpy plus O(1) Python per onset run, so
     time is linear in the recording's length.
     """
 
@@ -633,8 +633,7 @@ class StreamingDecoder:
         self.pedals: list[PedalInterval] = []
         self._prev_onset = np.zeros(n_keys, np.float32)  # the last frame's values, for a run starting next
         self._prev_velocity = np.zeros(n_keys, np.float32)
-        # key -> (run start, first frame held g0, onset values from g0, velocity values from g0)
-        self._run: dict[int, tuple[int, int, list[np.ndarray], list[np.ndarray]]] = {}
+        self._run: dict[int, _Run] = {}  # key -> its onset run in progress
         self._open: dict[int, tuple[float, int]] = {}  # key -> (onset_s, velocity) of a note waiting for its stop
         self._pedal_start: int | None = None
 
@@ -672,55 +671,51 @@ class StreamingDecoder:
                     return
                 self._close(key, t0 + f)
                 pos = f
-            elif key in self._run:
-                start, g0, onsets, vels = self._run[key]
+            elif key in self._run:  # a run carried over from the previous block (so pos == 0)
+                run = self._run[key]
+                if run.right is None and run.best == t0 - 1:  # the peak was the previous block's last frame
+                    run.right, run.vel_right = onset[0], velocity[0]
                 end = next_off[pos]
+                run.extend(onset, velocity, pos, min(end, n), t0)
                 if end >= n:
-                    onsets.append(onset[pos:])
-                    vels.append(velocity[pos:])
                     return
-                onsets.append(onset[pos:end + 1])  # with the frame after the run: the peak's right neighbour
-                vels.append(velocity[pos:end + 1])
                 del self._run[key]
-                self._finish_run(key, start, g0, np.concatenate(onsets), np.concatenate(vels), t0 + end)
+                self._finish_run(key, run, t0 + end)
                 pos = end
             else:
                 s = next_on[pos]
                 if s >= n:
                     return
-                g = t0 + s
-                end = next_off[s]
-                if s > 0 and end < n:  # the whole run and its neighbours are in this block
-                    self._finish_run(key, g, g - 1, onset[s - 1:end + 1], velocity[s - 1:end + 1], t0 + end)
-                    pos = end
-                    continue
-                if g == 0:
-                    self._run[key] = (g, g, [], [])
-                elif s == 0:  # the frame before is the previous block's last
-                    self._run[key] = (g, g - 1, [self._prev_onset[key:key + 1]], [self._prev_velocity[key:key + 1]])
+                if s > 0:
+                    before = (onset[s - 1], velocity[s - 1])
+                elif t0 > 0:
+                    before = (self._prev_onset[key], self._prev_velocity[key])
                 else:
-                    self._run[key] = (g, g - 1, [onset[s - 1:s]], [velocity[s - 1:s]])
-                pos = s
+                    before = (None, None)  # the recording's first frame: no left neighbour
+                run = _Run(t0 + s, *before)
+                end = next_off[s]
+                run.extend(onset, velocity, s, min(end, n), t0)
+                if end >= n:
+                    self._run[key] = run
+                    return
+                self._finish_run(key, run, t0 + end)
+                pos = end
 
-    def _finish_run(self, key: int, start: int, g0: int, onsets: np.ndarray, vels: np.ndarray, end: int,
-                    n_frames: int | None = None) -> None:
-        """A run of onset frames [start, end) is complete: make its note, open until its stop.
-
-        `onsets`/`vels` hold frames g0 .. end (with the frame after the run, when there is one). The peak
-        is refined exactly as `decode._subframe_peak` does on the whole curve, with the same float32
-        arithmetic, in global frame numbers."""
-        local = start - g0 + int(np.argmax(onsets[start - g0:end - g0]))
-        peak_frame = local + g0
-        peak = float(peak_frame)
-        if peak_frame > 0 and local < len(onsets) - 1:
-            left, mid, right = onsets[local - 1], onsets[local], onsets[local + 1]
+    def _finish_run(self, key: int, run: "_Run", end: int, n_frames: int | None = None) -> None:
+        """The onset run ended at frame `end` (or the recording did, after `n_frames`): make its note,
+        open until its stop. The peak is refined exactly as `decode._subframe_peak` does on the whole
+        curve, with the same float32 arithmetic, in global frame numbers."""
+        peak = float(run.best)
+        if run.left is not None and run.right is not None:  # 0 < peak < n_frames - 1
+            left, mid, right = run.left, run.value, run.right
             denom = left - 2 * mid + right
             if denom < 0:
                 shift = 0.5 * (left - right) / denom
-                peak = peak_frame + float(min(max(shift, -0.5), 0.5))
+                peak = run.best + float(min(max(shift, -0.5), 0.5))
         last = end if n_frames is None else n_frames - 1
         idx = min(int(round(peak)), last)
-        vel = min(max(round(float(vels[idx - g0]) * 127), 1), 127)
+        vel_at = {run.best - 1: run.vel_left, run.best: run.vel_best, run.best + 1: run.vel_right}[idx]
+        vel = min(max(round(float(vel_at) * 127), 1), 127)
         self._open[key] = (max(peak, 0.0) / self.frame_rate, vel)
 
     def _close(self, key: int, stop: int) -> None:
@@ -745,8 +740,7 @@ class StreamingDecoder:
         """Close what is still open at the recording's end; (notes by onset then pitch, pedal intervals)."""
         n = self.t
         for key in sorted(self._run):
-            start, g0, onsets, vels = self._run.pop(key)
-            self._finish_run(key, start, g0, np.concatenate(onsets), np.concatenate(vels), n, n)
+            self._finish_run(key, self._run.pop(key), n, n)
         for key in sorted(self._open):
             self._close(key, n)
         if self._pedal_start is not None:
@@ -754,6 +748,37 @@ class StreamingDecoder:
             self._pedal_start = None
         self.notes.sort(key=lambda note: (note.onset_s, note.pitch))
         return self.notes, self.pedals
+
+
+class _Run:
+    """An onset run in progress: its first frame, its peak so far (the first maximum, as np.argmax) and
+    the onset and velocity values at the peak and on either side (None where not seen yet, or, on the
+    left, before the recording's start), and the values at the last frame seen."""
+
+    __slots__ = ("start", "best", "value", "left", "right", "vel_left", "vel_best", "vel_right", "last", "vel_last")
+
+    def __init__(self, start: int, before_onset, before_velocity):
+        self.start = start
+        self.best = -1
+        self.value = self.left = self.right = self.vel_left = self.vel_best = self.vel_right = None
+        self.last, self.vel_last = before_onset, before_velocity  # the frame before the run
+
+    def extend(self, onset: np.ndarray, velocity: np.ndarray, a: int, r: int, t0: int) -> None:
+        """Frames a .. r-1 of a block starting at global frame t0 belong to the run."""
+        if r <= a:
+            return
+        i = a + int(np.argmax(onset[a:r]))
+        if self.value is None or onset[i] > self.value:
+            self.best, self.value, self.vel_best = t0 + i, onset[i], velocity[i]
+            if i > a:
+                self.left, self.vel_left = onset[i - 1], velocity[i - 1]
+            else:
+                self.left, self.vel_left = self.last, self.vel_last
+            if i + 1 < len(onset):
+                self.right, self.vel_right = onset[i + 1], velocity[i + 1]
+            else:
+                self.right = self.vel_right = None
+        self.last, self.vel_last = onset[r - 1], velocity[r - 1]
 
 
 def _next_true(mask: np.ndarray) -> list[list[int]]:
