@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import shutil
 import unicodedata
@@ -123,9 +124,14 @@ def accept(uploaded, owner: str, ip: str | None = None) -> Job:
     input_name = "input" + safe_suffix(display)
     path = folder / input_name
     try:
-        with open(path, "wb") as f:
-            for chunk in uploaded.chunks():
-                f.write(chunk)
+        temporary = getattr(uploaded, "temporary_file_path", None)
+        if temporary is not None and Path(temporary()).parent.stat().st_dev == folder.stat().st_dev:
+            shutil.move(temporary(), path)  # a large upload already on this disk: no second copy
+        else:
+            with open(path, "wb") as f:
+                for chunk in uploaded.chunks():
+                    f.write(chunk)
+        os.chmod(path, 0o600)
         duration = sniff(path, display)
         job = Job(id=job_id, owner=owner, original_name=display, stem=safe_stem(display),
                   input_name=input_name, size_bytes=uploaded.size, duration_s=duration, client_ip=ip)
