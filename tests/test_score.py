@@ -42,21 +42,30 @@ def march(bpm: float = 90.0, bars: int = 12) -> Performance:
         t0 = 0.3 + 4 * b * beat
         for k in range(4):
             notes.append(Note(t0 + k * beat, t0 + (k + 0.8) * beat, 43 if k % 2 == 0 else 50, 90 if k == 0 else 60))
-        for e in range(8):
-            notes.append(Note(t0 + e * beat / 2, t0 + (e + 0.8) * beat / 2, 67 + (e * 5 + b) % 9, 70))
+        for j, (on, length) in enumerate(((0, 1), (1, 1), (2, 0.5), (2.5, 0.5), (3, 1))):
+            notes.append(Note(t0 + on * beat, t0 + (on + 0.9 * length) * beat, 67 + (j * 5 + b) % 9, 70))
     return Performance(tuple(notes))
 
 
-@pytest.mark.parametrize("method", ["rule", "auto"])
-def test_constant_tempo_gets_its_tempo(method):
+def test_constant_tempo_gets_its_tempo():
     for bpm in (72.0, 90.0, 120.0):
-        metre = beats.estimate_metre(march(bpm), method=method)
+        metre = beats.estimate_metre(march(bpm))
         assert metre.tempo_bpm == pytest.approx(bpm, rel=0.03)
+        assert metre.time_signature == "4/4"
         ibi = np.diff(metre.beats)
         assert np.all(np.abs(ibi - 60.0 / bpm) < 0.03)
 
 
-@pytest.mark.parametrize("method", ["rule", "auto"])
+@pytest.mark.parametrize("method", ["rule", "model"])
+def test_trackers_follow_a_steady_beat(method):
+    for bpm in (90.0, 120.0):
+        metre = beats.estimate_metre(march(bpm), method=method)
+        assert metre.tempo_bpm == pytest.approx(bpm, rel=0.03)
+        ibi = np.diff(metre.beats)
+        assert np.median(np.abs(ibi - 60.0 / bpm)) < 0.03
+
+
+@pytest.mark.parametrize("method", ["auto"])
 def test_waltz_round_trips_notes_and_metre(method, tmp_path):
     import music21
 
@@ -146,31 +155,36 @@ def test_cli_score_bad_format(tmp_path, capsys):
     assert "jpg" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (ASAP / "Bach" / "Prelude" / "bwv_846" / "midi_score.mid").is_file(), reason="no ASAP")
+@pytest.mark.skipif(not (ASAP / "Mozart" / "Piano_Sonatas" / "12-1" / "midi_score.mid").is_file(), reason="no ASAP")
 def test_asap_score_midi_round_trip(tmp_path):
-    """The quantised score MIDI of Bach's C major prelude (first 8 bars) comes back as the same notes."""
+    """The quantised score MIDI of Mozart's K. 332/i (first 12 bars) comes back as the same notes in 3/4."""
     import music21
 
     from keyscribe.midi import read_midi
     from keyscribe.score import asap
-    from keyscribe.score.evaluate import oracle_metre
 
-    folder = ASAP / "Bach" / "Prelude" / "bwv_846"
+    folder = ASAP / "Mozart" / "Piano_Sonatas" / "12-1"
     ann = asap.read_annotations(folder / "midi_score_annotations.txt")
-    end = ann.downbeats[8]
+    end = ann.downbeats[12]
     perf = read_midi(folder / "midi_score.mid")
     perf = Performance(tuple(n for n in perf.notes if n.onset_s < end - 1e-3))
-    keep = ann.beats < end
-    ann.beats, ann.downbeats = ann.beats[keep], ann.downbeats[ann.downbeats < end]
-    est = beats.estimate_metre(perf)
-    assert est.beats_per_bar == 4 and not est.compound
-    assert len(est.beats) == pytest.approx(len(ann.beats), abs=1)
-    score = performance_to_score(perf, title="Prelude", metre=oracle_metre(ann))
-    paths = write_score(score, tmp_path, "prelude", formats=("musicxml",))
+    ref_beats = ann.beats[ann.beats < end]
+    score = performance_to_score(perf, title="K332")
+    assert score.time_signature == "3/4"
+    assert len(score.metre.beats) == pytest.approx(len(ref_beats), abs=1)
+    assert np.all(np.abs(score.metre.beats[:-1] - ref_beats[:len(score.metre.beats) - 1]) < 0.01)
+    paths = write_score(score, tmp_path, "k332", formats=("musicxml",))
     back = music21.converter.parse(str(paths["musicxml"][0]))
-    got = sorted((round(float(n.getOffsetInHierarchy(back)) * 4), p.midi) for n in back.recurse().notes
+    assert back.recurse().getElementsByClass("TimeSignature")[0].ratioString == "3/4"
+    assert back.recurse().getElementsByClass("KeySignature")[0].sharps == -1  # F major
+    got = sorted((Fraction(n.getOffsetInHierarchy(back)).limit_denominator(48), p.midi) for n in back.recurse().notes
                  if not (n.tie is not None and n.tie.type in ("stop", "continue")) for p in n.pitches)
-    first = ann.beats[0]
-    qpb = (ann.beats[1] - ann.beats[0])
-    want = sorted((round((n.onset_s - first) / qpb * 4), n.pitch) for n in perf.notes)
-    assert got == want
+    pos = beats.beat_positions(np.array([n.onset_s for n in perf.notes]), ref_beats)
+    want = sorted((Fraction(round(x * 12), 12), n.pitch) for x, n in zip(pos, perf.notes))
+    shift = want[0][0] - got[0][0]
+    got = {(on + shift, p) for on, p in got}
+    # known misses: the turn in bar 8 (sextuplet 16ths, off the quantiser's 1/4 and 1/3 beat grids) and
+    # the chord on the last off-beat, past the last tracked beat
+    missing = [w for w in want if w not in got]
+    assert len(missing) <= 0.06 * len(want)
+    assert all(Fraction(21) <= on < Fraction(24) or on >= Fraction(35) for on, _ in missing)

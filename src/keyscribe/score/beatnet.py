@@ -108,9 +108,9 @@ def estimate_metre_model(params: dict[str, np.ndarray], perf: Performance):
     notes = perf.notes
     act = activations(params, perf)
     beat_act = np.maximum(act[0], act[1])
-    bt = B.dbn_beats(beat_act, FPS)
+    bt = B.dbn_beats(beat_act, FPS, observation_lambda=8, power=2.0)
     bt = B._trim_to_notes(bt, notes, 0.0)
-    bt = B.snap_to_onsets(bt, notes, 0.04)
+    bt = B.snap_to_onsets(bt, notes, 0.06)
     if len(bt) < 2:
         return B.estimate_metre_rule(perf)
     fi = np.clip(np.round(bt * FPS).astype(int), 0, act.shape[1] - 1)

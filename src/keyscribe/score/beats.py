@@ -4,9 +4,11 @@ Two trackers share one decoder:
 
 * `rule` (baseline): a note-onset salience envelope (velocity, chord size, bass, length), a smoothed
   local-tempo path from windowed autocorrelation, and Ellis-style dynamic-programming beat tracking.
-* `model` (default when the shipped weights load): a small temporal convolutional network on a piano-roll
-  of onsets (`beatnet.py`) predicts beat and downbeat activations; the same decoder turns them into
-  beats, and downbeats are placed by the best bar length and phase under the downbeat activation.
+* `model`: a small temporal convolutional network on a piano-roll of onsets (`beatnet.py`) predicts beat
+  and downbeat activations; a bar-pointer HMM (`dbn_beats`) turns them into beats.
+
+Both place downbeats with a Viterbi over the position in the bar (`decode_downbeats`), which also picks
+2, 3 or 4 beats per bar. `auto` (the default) is the rule tracker; see `estimate_metre`.
 """
 from __future__ import annotations
 
@@ -72,7 +74,8 @@ def _log_prior(periods: np.ndarray, centre: float = 0.55, width_oct: float = 0.9
 
 
 def local_periods(act: np.ndarray, fps: int = FPS, win_s: float = 8.0, hop_s: float = 1.0,
-                  prior_centre: float = 0.55, clean: bool = False) -> np.ndarray:
+                  prior_centre: float = 0.55, clean: bool = False, width: float = 0.9,
+                  comb: float = 0.5) -> np.ndarray:
     """Beat period (frames) per frame: windowed autocorrelation + Viterbi smoothing over log-period."""
     lags = np.unique(np.round(np.geomspace(MIN_PERIOD_S * fps, MAX_PERIOD_S * fps, 60)).astype(int))
     win, hop = int(win_s * fps), int(hop_s * fps)
@@ -94,9 +97,9 @@ def local_periods(act: np.ndarray, fps: int = FPS, win_s: float = 8.0, hop_s: fl
             ach = np.array([ac[np.argmin(np.abs(lags - l / 2))] if l / 2 >= lags.min() else 0.0 for l in lags])
             obs[i] = ac - 0.6 * np.maximum(ach, 0)
         else:
-            obs[i] = ac + 0.5 * np.maximum(ac2, 0)
+            obs[i] = ac + comb * np.maximum(ac2, 0)
     obs = obs / (np.abs(obs).max(axis=1, keepdims=True) + 1e-9)
-    score = obs * 4.0 + _log_prior(lags / fps, prior_centre)[None, :]
+    score = obs * 4.0 + _log_prior(lags / fps, prior_centre, width)[None, :]
     # Viterbi: penalise tempo jumps in log2 units
     logl = np.log2(lags)
     trans = -8.0 * (logl[:, None] - logl[None, :]) ** 2
@@ -148,14 +151,15 @@ def track_beats(act: np.ndarray, periods: np.ndarray, fps: int = FPS, tightness:
 
 
 def dbn_beats(act: np.ndarray, fps: int = FPS, min_bpm: float = 30.0, max_bpm: float = 300.0,
-              transition_lambda: float = 100.0, observation_lambda: int = 16) -> np.ndarray:
+              transition_lambda: float = 100.0, observation_lambda: int = 16, power: float = 1.0,
+              off_scale: float | None = None) -> np.ndarray:
     """Beat times (s) from a beat activation with a bar-pointer style HMM (as madmom's DBN tracker).
 
     States are (beat interval tau in frames, position in the beat); the position advances one frame per
     frame, and at the end of a beat the interval may change with probability ~ exp(-lambda |tau'/tau - 1|).
     The first 1/observation_lambda of each beat emits the activation, the rest its complement. Unlike the
     autocorrelation tempo, this rewards the metrical level whose beats all land on activation peaks."""
-    act = np.clip(np.asarray(act, float), 1e-6, 1 - 1e-6)
+    act = np.clip(np.asarray(act, float) ** power, 1e-6, 1 - 1e-6)
     n = len(act)
     taus = np.arange(max(2, int(np.floor(60.0 * fps / max_bpm))), int(np.ceil(60.0 * fps / min_bpm)) + 1)
     first = np.concatenate([[0], np.cumsum(taus)[:-1]])
@@ -168,7 +172,7 @@ def dbn_beats(act: np.ndarray, fps: int = FPS, min_bpm: float = 30.0, max_bpm: f
     log_a = -transition_lambda * np.abs(ratio - 1)
     log_a -= np.log(np.exp(log_a).sum(axis=1, keepdims=True))
     log_on = np.log(act)
-    log_off = np.log((1 - act) / (observation_lambda - 1))
+    log_off = np.log((1 - act) / (observation_lambda - 1 if off_scale is None else off_scale))
     v = np.where(beat_region, log_on[0], log_off[0]) - np.log(n_states)
     bp = np.zeros((n, len(taus)), dtype=np.int16)
     for t in range(1, n):
@@ -366,17 +370,21 @@ def _finish(notes, beats: np.ndarray, db_evidence: np.ndarray, compound: bool | 
 
 # ----------------------------------------------------------------------------------------------- entry
 def estimate_metre(perf: Performance, method: str = "auto") -> Metre:
-    """Beats, downbeats and metre of `perf`. method: 'auto' (model if shipped, else rule), 'model', 'rule'."""
+    """Beats, downbeats and metre of `perf`. method: 'rule' (= 'auto', the default) or 'model'.
+
+    'auto' is the rule-based tracker: on held-out ASAP pieces the learned model is not better than it
+    (see docs/score/README.md), and on strictly timed input (quantised MIDI) it is less reliable."""
     notes = perf.notes
     if len(notes) < 4:
         raise ScoreError(f"need at least 4 notes to estimate a metre, got {len(notes)}")
-    if method in ("auto", "model"):
+    if method not in ("auto", "model", "rule"):
+        raise ScoreError(f"unknown beat method {method!r}; choose auto, model or rule")
+    if method == "model":
         from keyscribe.score import beatnet
         model = beatnet.load_default()
         if model is not None:
             return beatnet.estimate_metre_model(model, perf)
-        if method == "model":
-            raise ScoreError("the beat model weights are not available")
+        raise ScoreError("the beat model weights are not available")
     return estimate_metre_rule(perf)
 
 
@@ -384,9 +392,9 @@ def estimate_metre_rule(perf: Performance) -> Metre:
     notes = perf.notes
     env = onset_envelope(notes)
     per = local_periods(env)
-    beats = track_beats(env, per)
+    beats = track_beats(env, per, tightness=1.0)
     beats = _trim_to_notes(beats, notes, float(np.median(per)) / FPS)
     beats = snap_to_onsets(beats, notes)
     feats = beat_features(notes, beats)
     ev = feats @ np.array([0.5, 1.0, 1.0, 0.7])
-    return _finish(notes, beats, ev)
+    return _finish(notes, beats, ev, db_prob=1.0 / (1.0 + np.exp(-ev)))

@@ -1,13 +1,19 @@
-"""score-eval: metre, key and notation accuracy on held-out ASAP performances.
+"""score-eval: metre, key, hands and notation accuracy on held-out ASAP performances.
 
-Per performance: beat F1 and downbeat F1 (mir_eval.beat.f_measure, 70 ms window, no trimming of the
-first 5 s), time signature (beats per bar and simple/compound equal to the annotated first time
-signature; also the exact string), key signature (estimated fifths equal to the annotated first key
-signature, enharmonic equivalents allowed), and two notation checks: the fraction of notes whose quantised
-onset, in beats from the first note, equals the score's -- once with the estimated beats (`onset_est`) and
-once with the annotated beats (`onset_oracle`, the quantiser alone); `onset_est_local` asks the same of
-each inter-onset interval (consecutive distinct score onsets), so one beat-tracking slip costs one note. Performance notes are related to
-score notes through the ASAP beat annotations (same pitch, nearest score position within half a beat).
+Per performance:
+- beat F1 and downbeat F1: mir_eval.beat.f_measure, 70 ms window, no trimming of the first 5 s;
+- ts_acc: beats per bar and simple/compound equal to the annotated first time signature's
+  (ts_string_acc: the same string, e.g. '3/4');
+- key_acc: estimated key-signature fifths equal to the annotated first key signature (enharmonic
+  equivalents allowed; relative major/minor share a signature);
+- notation checks, relating performance notes to score notes through the ASAP beat annotations (same
+  pitch, nearest score position within half a beat): onset_est, the fraction of notes whose quantised
+  onset in beats from the piece start equals the score's (the two beat counts aligned by their most
+  common offset), with the estimated beats; onset_est_local, the same for each inter-onset interval
+  between consecutive score onsets, so one beat-tracking slip costs one note rather than the rest of
+  the piece; onset_oracle, onset_est with the annotated beats (the quantiser alone);
+- hands_acc / hands_fixed_acc: staff accuracy of the hand tracker and of a fixed split at middle C on
+  the piece's score MIDI (its two tracks are the two staves).
 Metrics are averaged over a piece's performances, then over pieces.
 """
 from __future__ import annotations
@@ -98,8 +104,11 @@ def onset_agreement(qnotes, perf_notes, ann: asap.Annotations, score_pos, score_
         if len(r) < 2:
             return float("nan")
         return float(np.mean(np.abs(np.diff(r) - np.diff(e)) < 1e-3))
-    first = np.argmin(ref)
-    return float(np.mean(np.abs((ref - ref[first]) - (est - est[first])) < 1e-3))
+    # the two counts may start at different beats: align them by the most common difference
+    diff = np.round((est - ref) * 24) / 24
+    vals, counts = np.unique(diff, return_counts=True)
+    shift = vals[np.argmax(counts)]
+    return float(np.mean(np.abs(est - ref - shift) < 1e-3))
 
 
 def oracle_metre(ann: asap.Annotations):
