@@ -255,3 +255,25 @@ def test_the_engine_never_imports_torch_on_the_onnx_path(model_dir, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) == pytest.approx(3.0)
+
+
+def test_errors_from_the_reader_thread_and_the_callback_reach_the_caller(onnx_model):
+    import threading
+
+    from keyscribe.errors import AudioError
+
+    def failing_chunks():
+        yield np.zeros(SR * 10, np.float32)
+        yield np.zeros(SR * 10, np.float32)
+        raise AudioError("x.mp3: cannot decode the audio (damaged)")
+
+    with pytest.raises(AudioError, match="damaged"):
+        inf.transcribe_chunks(onnx_model, failing_chunks())
+
+    def stop(done_s):
+        raise KeyboardInterrupt
+
+    endless = (np.zeros(SR * 10, np.float32) for _ in range(10_000))
+    with pytest.raises(KeyboardInterrupt):
+        inf.transcribe_chunks(onnx_model, endless, progress=stop)
+    assert not [t for t in threading.enumerate() if t.name == "keyscribe-audio"]
