@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from huey import crontab
 from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
 
@@ -52,4 +51,4 @@ def startup_sweep() -> dict[str, int]:
     return result
 
 
-__all__ = ["transcribe_job", "enqueue_job", "upkeep", "startup_sweep", "settings"]
+__all__ = ["transcribe_job", "enqueue_job", "upkeep", "startup_sweep"]
