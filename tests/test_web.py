@@ -346,3 +346,11 @@ def test_job_page_shows_progress_while_queued(clip):
     assert status == {**status, "status": "queued", "progress": 0.0, "error": None}
     Job.objects.filter(pk=job_id).delete()
     time.sleep(0)
+
+
+def test_a_job_past_the_time_limit_is_failed(clip, needs_model):
+    with override_settings(JOB_TIMEOUT_S=0.2, HEARTBEAT_S=0.05):
+        client = Client()
+        job_id = api_upload(client, "slow.wav", clip.read_bytes()).json()["id"]
+    status = client.get(f"/api/jobs/{job_id}").json()
+    assert status["status"] == "failed" and "longer than the limit" in status["error"]

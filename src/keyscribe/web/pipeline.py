@@ -105,8 +105,12 @@ class Progress:
 
     def _beat(self) -> None:
         from django.db import connection
+        started = time.monotonic()
         try:
             while not self._stop.wait(settings.HEARTBEAT_S):
+                if time.monotonic() - started > settings.JOB_TIMEOUT_S:
+                    self._time_out()
+                    return
                 try:
                     with self._lock:
                         n = self._mine().update(heartbeat_at=timezone.now())
@@ -118,6 +122,20 @@ class Progress:
                     close_old_connections()
         finally:
             connection.close()  # this thread's own connection
+
+
+    def _time_out(self) -> None:
+        """The job ran past JOB_TIMEOUT_S (a hang): fail it and free the worker for the others."""
+        import multiprocessing
+        message = (f"processing took longer than the limit of {settings.JOB_TIMEOUT_S:.0f} s and was "
+                   "stopped")
+        n = self._mine().update(status=Job.FAILED, error=message, finished_at=timezone.now())
+        self.lost = True
+        log.error("job %s: %s", self.job_id, message)
+        if n and multiprocessing.current_process().name != "MainProcess":
+            # a huey worker process stuck in native code cannot be interrupted: end it; the
+            # consumer starts a fresh worker process in its place
+            os._exit(70)
 
 
 # ----------------------------------------------------------------------------------------- running

@@ -34,6 +34,7 @@ Production:
     KEYSCRIBE_MAX_ATTEMPTS    tries of one job before it is failed (default 3)
     KEYSCRIBE_STALE_S         a running job whose worker sent no heartbeat for this long is retried
                               (default 60)
+    KEYSCRIBE_JOB_TIMEOUT_S   a job running longer is failed and its worker process replaced (3600)
     KEYSCRIBE_MODEL           transcription model file (default: the shipped model)
     KEYSCRIBE_DEVICE          auto (a GPU when there is one), cpu or cuda
 """
@@ -240,6 +241,7 @@ RETENTION_HOURS = float(_env_number("KEYSCRIBE_RETENTION_HOURS", 72))
 MAX_ATTEMPTS = int(_env_number("KEYSCRIBE_MAX_ATTEMPTS", 3, int))
 STALE_S = float(_env_number("KEYSCRIBE_STALE_S", 60))
 HEARTBEAT_S = min(5.0, STALE_S / 4)
+JOB_TIMEOUT_S = float(_env_number("KEYSCRIBE_JOB_TIMEOUT_S", 3600))
 MODEL = _env("KEYSCRIBE_MODEL")
 DEVICE = _env("KEYSCRIBE_DEVICE", "auto")  # auto | cpu | cuda
 
