@@ -139,6 +139,11 @@ function drawRoll() {
     if ([1, 3, 6, 8, 10].includes(p % 12)) { ctx.fillStyle = "#f1f3f6"; ctx.fillRect(0, y, W, kh); }
     if (p % 12 === 0) { ctx.fillStyle = "#c9d1da"; ctx.fillRect(0, y + kh - 1, W, 1); }
   }
+  ctx.fillStyle = "#8a96a3";
+  ctx.font = `${Math.round(10 * devicePixelRatio)}px sans-serif`;
+  for (let p = lo; p <= hi; p++) { // octave labels at the C rows
+    if (p % 12 === 0) ctx.fillText(`C${p / 12 - 1}`, 3 * devicePixelRatio, H - 10 - (p - lo) * kh - 2);
+  }
   ctx.fillStyle = "#f4a261";
   for (const [on, off] of state.pedals) if (off > t0 && on < t1) ctx.fillRect(x(on), H - 8, Math.max(1, x(off) - x(on)), 6);
   state.notes.forEach((n, i) => {
@@ -306,14 +311,31 @@ function highlight() {
     if (pages.length && !pages.includes(state.page)) { showPage(Math.min(...pages)); return; }
   }
   for (const id of state.shownIds) if (!ids.has(id)) { const el = document.getElementById(id); if (el) el.classList.remove("playing"); }
-  for (const id of ids) { const el = document.getElementById(id); if (el) el.classList.add("playing"); }
+  let firstEl = null;
+  for (const id of ids) {
+    const el = document.getElementById(id);
+    if (el) { el.classList.add("playing"); firstEl = firstEl || el; }
+  }
   state.shownIds = ids;
+  if (firstEl && state.playing && $("follow").checked) keepInView(firstEl);
   state.rows.forEach((tr) => tr.classList.remove("playing"));
   let first = null;
   for (const i of state.active) { const tr = state.rows[i]; if (tr) { tr.classList.add("playing"); first = first || tr; } }
   if (first && state.playing) {
     const box = first.closest(".notes-box");
     if (first.offsetTop < box.scrollTop + 30 || first.offsetTop > box.scrollTop + box.clientHeight - 30) box.scrollTop = first.offsetTop - 60;
+  }
+}
+
+let lastScroll = 0;
+function keepInView(el) { // scroll the page so that the sounding notes stay visible below the player
+  const now = performance.now();
+  if (now - lastScroll < 800) return;
+  const r = el.getBoundingClientRect();
+  const top = $("player").getBoundingClientRect().bottom + 20;
+  if (r.top < top || r.bottom > window.innerHeight - 20) {
+    lastScroll = now;
+    window.scrollBy({ top: r.top - top - 60, behavior: "smooth" });
   }
 }
 
