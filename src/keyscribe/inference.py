@@ -14,10 +14,12 @@ intervals as `decode.decode_notes`/`decode_pedals` on the whole recording. Memor
 notes found; time is linear in the length.
 
 Window and context were chosen by measuring stitched against whole-recording probabilities on 70 s of
-MAPS (`benchmarks/speed.py --context-sweep`): a 1 s context already agrees to 1e-7 for a freshly
-initialised model, whose LSTM forgets fast; 2 s on each side of 20 s windows leaves margin for a
-trained LSTM's longer memory at 25% extra model time, and longer windows were no faster (the model runs
-at ~400x real time either way on 2 cores).
+MAPS (`benchmarks/speed.py --context-sweep`, results in benchmarks/results/context-*.json): with 0 s of
+context the stitched probabilities are off by 2e-2, with 0.5 s by 2e-5, from 1 s on they agree to 1e-7
+for a freshly initialised model, whose LSTM forgets fast. 3 s on each side of 30 s windows leaves margin
+for a trained LSTM's longer memory at 25% extra model time; 30 s windows were ~20% faster than 20 s
+ones at the same context (fewer, larger LSTM runs), and the model runs at several hundred times real
+time either way on 2 cores. Rerun the sweep with a new model before changing these.
 
 The model file's JSON sidecar (`<name>.json` beside `<name>.onnx`) holds the model id, the feature
 configuration, the decode thresholds, metrics and the weights' licence.
@@ -57,8 +59,8 @@ class WindowConfig:
     `context_s` seconds only give the BiLSTM context (the centre, `window_s - 2 * context_s`, is kept);
     `batch` windows go through the model at once; audio is decoded `chunk_s` seconds at a time."""
 
-    window_s: float = 20.0
-    context_s: float = 2.0
+    window_s: float = 30.0
+    context_s: float = 3.0
     batch: int = 1
     chunk_s: float = 10.0
 

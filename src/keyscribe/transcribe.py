@@ -385,7 +385,7 @@ def transcribe_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.Path
     out.mkdir(parents=True, exist_ok=True)
     run_id = f"{STAGING_PREFIX}{os.getpid()}-"
     bar = tqdm(total=len(jobs), unit="file", desc="transcribing", disable=not progress, file=sys.stderr,
-               bar_format="{l_bar}{bar}| {n:.1f}/{total} files [{elapsed}<{remaining}]")
+               bar_format="{l_bar}{bar}| {n:.1f}/{total} files [{elapsed}<{remaining}] {postfix}")
 
     def done(path: Path, ok: bool, payload) -> None:
         if ok:
