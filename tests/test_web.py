@@ -354,3 +354,14 @@ def test_a_job_past_the_time_limit_is_failed(clip, needs_model):
         job_id = api_upload(client, "slow.wav", clip.read_bytes()).json()["id"]
     status = client.get(f"/api/jobs/{job_id}").json()
     assert status["status"] == "failed" and "longer than the limit" in status["error"]
+
+
+def test_production_database_settings_from_the_environment():
+    from keyscribe.web.settings import _database_from_url
+    db = _database_from_url("postgres://ks:p%40ss@db.internal:5433/keyscribe")
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
+        "keyscribe", "ks", "p@ss", "db.internal", "5433")
+    assert _database_from_url("sqlite:////srv/ks/db.sqlite3")["NAME"] == "/srv/ks/db.sqlite3"
+    with pytest.raises(Exception, match="unsupported database"):
+        _database_from_url("mysql://x@y/z")
