@@ -132,14 +132,18 @@ def build_score(qnotes: list[QNote], spelled: dict[int, tuple[str, int, int]], m
             if ps and k > first_bar:
                 mean = sum(ps) / len(ps)
                 new = clef_now
-                if clef_now == "bass" and mean > 67:
+                if clef_now == "bass" and mean >= 64 and min(ps) >= 57:
                     new = "treble"
-                elif clef_now == "treble" and mean < 53:
+                elif clef_now == "treble" and mean < 56 and max(ps) <= 64:
+                    new = "bass"
+                elif s == 0 and clef_now == "bass" and mean > 60:
+                    new = "treble"
+                elif s == 1 and clef_now == "treble" and mean < 58:
                     new = "bass"
                 if new != clef_now:
                     meas.insert(0, m21.clef.TrebleClef() if new == "treble" else m21.clef.BassClef())
                     clef_now = new
-            elif ps and k == first_bar and s == 1 and sum(ps) / len(ps) > 67:
+            elif ps and k == first_bar and s == 1 and sum(ps) / len(ps) >= 64 and min(ps) >= 57:
                 meas.remove(meas.getElementsByClass("Clef")[0])
                 meas.insert(0, m21.clef.TrebleClef())
                 clef_now = "treble"
