@@ -103,8 +103,9 @@ def transcribe(path_or_array, *, model: str | os.PathLike | Model | None = None,
     `model`: None for the shipped model, a model file (`.onnx`, or a training checkpoint `.pt`), or a
     model from `inference.load_model` (load once, reuse for many recordings). `device`: "auto" (CUDA
     when there is a GPU, else the CPU), "cpu" or "cuda". `progress(done_s, total_s)` is called as the
-    recording is processed (seconds of audio; total from the file's header, so only when it has one). Raises `AudioError` for a bad recording, `ModelError` for a missing or bad
-    model, each with a one-line message.
+    recording is processed (seconds of audio; the total from the file's header, so only when it has one).
+    Raises `AudioError` for a bad recording, `ModelError` for a missing or bad model, each with a one-line
+    message. Memory does not grow with the recording's length beyond the notes found.
     """
     runtime = load_model(model, device=device)
     window = window or WindowConfig()
