@@ -383,7 +383,10 @@ def transcribe_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.Path
         report(f"keyscribe: error: {reason}")
     if not jobs:
         return result
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KeyscribeError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     run_id = f"{STAGING_PREFIX}{os.getpid()}-"
     bar = tqdm(total=len(jobs), unit="file", desc="transcribing", disable=not progress, file=sys.stderr,
                bar_format="{l_bar}{bar}| {n:.1f}/{total} files [{elapsed}<{remaining}] {postfix}")
