@@ -279,3 +279,23 @@ def test_ctrl_c_in_a_real_process_leaves_only_whole_files(tmp_path, model):
         assert len(names) in (0, 3), names  # the first file's outputs appear together or not at all
     else:
         assert proc.returncode == 0 and len(names) == 6
+
+
+def test_ctrl_c_turned_into_another_error_by_a_library_still_stops_the_batch(tmp_path, model, capsys, monkeypatch):
+    import signal
+
+    calls = []
+
+    def interrupted_import(self, path, **kwargs):
+        calls.append(path)
+        try:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while matplotlib's C extension initialises...
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None  # ...comes out as an ImportError
+
+    monkeypatch.setattr(tr.Transcription, "plot_pianoroll", interrupted_import)
+    inputs = [tone_wav(tmp_path / f"{i}.wav") for i in range(2)]
+    code, _, err = run(["transcribe", *inputs, "-o", tmp_path / "out", "--model", model, "--formats", "midi,png"],
+                       capsys)
+    assert code == 130 and "interrupted" in err
+    assert len(calls) == 1 and list((tmp_path / "out").iterdir()) == []

@@ -399,6 +399,7 @@ def transcribe_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.Path
             with tqdm.external_write_mode(file=sys.stderr):
                 report(f"keyscribe: error: {payload}")
 
+    previous_handler = _watch_ctrl_c()
     try:
         if workers == 1 or len(jobs) == 1:
             runtime = model if isinstance(model, Model) else load_model(model, device=device)
@@ -419,7 +420,36 @@ def transcribe_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.Path
         bar.close()
         for leftover in out.glob(f"{run_id}*"):  # staging of files cut short by Ctrl-C in a worker
             shutil.rmtree(leftover, ignore_errors=True)
+        if previous_handler is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, previous_handler)
     return result
+
+
+_CTRL_C = {"pressed": False}
+
+
+def _watch_ctrl_c():
+    """Note Ctrl-C (then raise KeyboardInterrupt as Python does), so that an interrupt which a library
+    turns into another exception (an import cut short becomes ImportError) still stops the batch.
+    Returns the previous handler, or None when it cannot be set (not the main thread, SIGINT ignored)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        return None
+
+    def handler(signum, frame):
+        _CTRL_C["pressed"] = True
+        raise KeyboardInterrupt
+
+    _CTRL_C["pressed"] = False
+    signal.signal(signal.SIGINT, handler)
+    return previous
 
 
 def _header_duration(path: Path) -> float | None:
@@ -442,9 +472,13 @@ def _one_file(path: Path, out: Path, formats: Sequence[str], force: bool, runtim
         t = transcribe(path, model=runtime, progress=step)
         return True, write_outputs(t, out, path.stem, formats, force=force, staging_prefix=run_id)
     except KeyscribeError as exc:
+        if _CTRL_C["pressed"]:
+            raise KeyboardInterrupt from exc
         message = " ".join(str(exc).split())
         return False, message if path.name in message or str(out) in message else f"{path}: {message}"
     except Exception as exc:  # a bug or a library's surprise: skip this file, say what happened
+        if _CTRL_C["pressed"]:
+            raise KeyboardInterrupt from exc
         return False, f"{path}: unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]} (please report)"
 
 
