@@ -63,20 +63,10 @@ try {
   result.pages = await page.evaluate(() => window.keyscribe.pages);
   result.notes = await page.evaluate(() => window.keyscribe.notes.length);
   result.matched = await page.evaluate(() => window.keyscribe.matched);
+  result.warning = await page.evaluate(() => (document.querySelector("#results .notice") || {}).textContent || null);
   step("score shown", { scoreNotes: result.scoreNotes });
-  if (!(result.scoreNotes > 0)) throw new Error("the score SVG shows no notes");
-
-  await page.click("#play");
-  await page.waitForSelector("#score g.note.playing", { timeout: 60_000 });
-  result.highlightedInScore = await page.locator("#score g.note.playing").count();
-  result.highlightedInList = await page.locator("#notes tr.playing").count();
-  result.playing = await page.evaluate(() => window.keyscribe.playing);
-  step("playing", { highlighted: result.highlightedInScore });
-  if (shotDir) {
-    await page.waitForTimeout(3000);
-    await page.screenshot({ path: path.join(shotDir, "results.png"), fullPage: true });
-  }
-  await page.click("#play"); // pause
+  if (result.notes > 0) await playAndShoot();
+  else if (shotDir) await page.screenshot({ path: path.join(shotDir, "results.png"), fullPage: true });
 
   const [download] = await Promise.all([page.waitForEvent("download"), page.click("a[data-kind='midi']")]);
   result.midiName = download.suggestedFilename();
@@ -89,6 +79,21 @@ try {
   result.historyRows = await page.locator("#history tbody tr").count();
   if (result.external.length) throw new Error("requests left the server: " + result.external.join(", "));
   if (result.pageErrors.length) throw new Error("page errors: " + result.pageErrors.join(" | "));
+
+async function playAndShoot() {
+  if (!(result.scoreNotes > 0)) throw new Error("the score SVG shows no notes");
+  await page.click("#play");
+  await page.waitForSelector("#score g.note.playing", { timeout: 60_000 });
+  result.highlightedInScore = await page.locator("#score g.note.playing").count();
+  result.highlightedInList = await page.locator("#notes tr.playing").count();
+  result.playing = await page.evaluate(() => window.keyscribe.playing);
+  step("playing", { highlighted: result.highlightedInScore });
+  if (shotDir) {
+    await page.waitForTimeout(3000);
+    await page.screenshot({ path: path.join(shotDir, "results.png"), fullPage: true });
+  }
+  await page.click("#play"); // pause
+}
 } catch (e) {
   failed = e;
   result.error = String(e && e.stack || e);
