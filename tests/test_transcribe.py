@@ -170,6 +170,7 @@ def test_write_outputs_score_formats(tmp_path):
 
 def test_parse_formats():
     assert tr.parse_formats("mid, CSV,midi,txt") == ["midi", "csv", "txt"]
+    assert tr.parse_formats("all") == list(tr.FORMATS)
     with pytest.raises(KeyscribeError, match="unknown output format 'wav'"):
         tr.parse_formats("midi,wav")
     with pytest.raises(KeyscribeError, match="no output format"):

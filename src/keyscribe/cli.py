@@ -164,7 +164,7 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio or video files, or folders of them")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder: OUTDIR/<name>.<ext>")
     p.add_argument("--formats", default="midi,csv,json,txt,png",
-                   help="comma-separated, from midi,csv,json,txt,png,musicxml,pdf,svg "
+                   help="comma-separated, from midi,csv,json,txt,png,musicxml,pdf,svg, or all "
                         "(default: midi,csv,json,txt,png; png is the piano roll)")
     p.add_argument("--model", help="model file: .onnx, or a training checkpoint .pt (default: the shipped model)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

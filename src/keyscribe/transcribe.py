@@ -206,8 +206,11 @@ def output_paths(out_dir: str | os.PathLike, stem: str, formats: Sequence[str]) 
 
 
 def parse_formats(text: str | Sequence[str]) -> list[str]:
-    """'midi,csv' -> ['midi', 'csv'], checked against FORMATS ('mid' is accepted for 'midi')."""
+    """'midi,csv' -> ['midi', 'csv'], checked against FORMATS ('mid' is accepted for 'midi', 'all' for
+    every format)."""
     names = text.split(",") if isinstance(text, str) else list(text)
+    if [n.strip().lower() for n in names] == ["all"]:
+        return list(FORMATS)
     formats: list[str] = []
     for name in (n.strip().lower() for n in names):
         name = {"mid": "midi", "xml": "musicxml"}.get(name, name)
