@@ -52,6 +52,7 @@ BASIC_PITCH_PIN = "basic-pitch==0.4.0"
 BASIC_PITCH_DEPS = ("onnxruntime", "librosa>=0.8.0", "mir-eval>=0.6", "numpy>=1.18", "pretty-midi>=0.2.9",
                     "resampy>=0.2.2,<0.4.3", "scikit-learn", "scipy>=1.4.1", "typing-extensions")
 SHIM_VERSION = "0+keyscribe.melscale"
+MEASURE_VERSION = 2  # part of the --resume key: measurements made another way are not reused
 
 # The torchaudio stand-in installed into transkun's environment. transkun 2.0.1 uses exactly one
 # torchaudio function (transkun/Util.py: MelSpectrum calls torchaudio.functional.melscale_fbanks); the
@@ -188,7 +189,8 @@ def peer_envs() -> dict[str, PeerEnv]:
     return {
         "transkun": PeerEnv(
             "transkun",
-            steps=((TORCH_PIN,), (SETUPTOOLS_PIN,), (str(shim),), (TRANSKUN_PIN, "-c", str(constraints))),
+            steps=((TORCH_PIN,), (SETUPTOOLS_PIN,), ("--force-reinstall", "--no-deps", str(shim)),
+                   (TRANSKUN_PIN, "-c", str(constraints))),
             check=("import pkg_resources, torch, torchaudio.functional as F, transkun.transcribe, pydub, soxr, "
                    "moduleconf; assert torch.__version__.endswith('+cpu'); "
                    "assert tuple(F.melscale_fbanks(2049, 30, 8000, 229, 44100).shape) == (2049, 229)"),
@@ -224,7 +226,8 @@ def _check(env: PeerEnv) -> str | None:
 def ensure_env(env: PeerEnv, *, quiet: bool = False) -> None:
     """Create or reuse `env` (idempotent: a stamp records the steps it was made with). Raises PeerError."""
     stamp = env.path / ".keyscribe-peer.json"
-    spec = {"steps": [list(s) for s in env.steps], "check": env.check}
+    spec = {"steps": [list(s) for s in env.steps], "check": env.check,
+            "shim": hashlib.sha256((SHIM_INIT + SHIM_FUNCTIONAL).encode()).hexdigest()[:16]}
     if stamp.is_file() and json.loads(stamp.read_text()) == spec and _check(env) is None:
         if not quiet:
             print(f"{env.name}: reusing {_rel(env.path)}", file=sys.stderr)
@@ -404,15 +407,26 @@ def silence_wav(out: Path, seconds: float = 1.0, sr: int = 16000) -> Path:
 class Measured:
     returncode: int
     wall_s: float
-    peak_rss_mb: float
+    peak_rss_mb: float | None
     cpu_s: float = 0.0  # user + system CPU time of the process and its waited-for children
     timed_out: bool = False
 
 
+GNU_TIME = Path("/usr/bin/time")
+
+
 def run_measured(argv: list[str], *, cores: list[int], env: dict, log: Path, timeout_s: float) -> Measured:
-    """Run `argv` pinned to `cores`; wall time from spawn to exit and the child's peak RSS (rusage of the
-    process and its waited-for children: the largest one's maximum resident set)."""
-    cmd = ["taskset", "-c", ",".join(map(str, cores)), *argv]
+    """Run `argv` pinned to `cores`: wall time from spawn to exit, CPU time (rusage of the process tree)
+    and peak RSS of the tool as GNU time reports it (`%M`, the largest process's maximum resident set).
+
+    Peak RSS is not taken from this process's own `os.wait4`: a child spawned from a large Python process
+    inherits the parent's high-water mark at exec, so a small tool would report this script's RSS. GNU
+    time is a small process between the two."""
+    if not GNU_TIME.exists():
+        raise PeerError(f"peak RSS needs GNU time at {GNU_TIME} (Debian: apt-get install time)")
+    rss_file = log.with_suffix(".rss")
+    cmd = [str(GNU_TIME), "-f", "%M", "-o", str(rss_file), "taskset", "-c", ",".join(map(str, cores)), *argv]
+    rss_file.unlink(missing_ok=True)
     with open(log, "w") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
@@ -436,8 +450,11 @@ def run_measured(argv: list[str], *, cores: list[int], env: dict, log: Path, tim
             timer.cancel()
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return Measured(proc.returncode, wall, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime,
-                    timed_out.is_set())
+    # time writes "Command exited with non-zero status N" before the value when the tool fails
+    lines = rss_file.read_text().split() if rss_file.is_file() else []
+    rss_kb = int(lines[-1]) if lines and lines[-1].isdigit() else None
+    return Measured(proc.returncode, wall, rss_kb / 1024.0 if rss_kb is not None else None,
+                    usage.ru_utime + usage.ru_stime, timed_out.is_set())
 
 
 @dataclass
@@ -507,7 +524,12 @@ def make_tool(name: str, *, keyscribe_model: Path | None = None, quiet: bool = F
         model_file = keyscribe_model_file(keyscribe_model)
         extra = ["--model", str(model_file)] if keyscribe_model else []
         st = model_file.stat()
-        versions = {"keyscribe": _keyscribe_version(), "model_file": _rel(model_file), "model_bytes": st.st_size,
+        try:
+            model_id = json.loads(model_file.with_suffix(".json").read_text()).get("model_id")
+        except (OSError, ValueError):
+            model_id = model_file.stem
+        versions = {"keyscribe": _keyscribe_version(), "model_id": model_id, "model_file": _rel(model_file),
+                    "model_bytes": st.st_size,
                     "model_mtime": dt.datetime.fromtimestamp(st.st_mtime).isoformat(timespec="seconds")}
         return Tool(name, lambda audio, out: [str(exe), "transcribe", str(audio), "-o", str(out), "--formats", "midi",
                                               "--device", "cpu", "--quiet", *extra],
@@ -600,7 +622,7 @@ def summarise(rows: list[dict]) -> dict:
         "cpu_per_audio_s": cpu / audio if audio > 0 else None,
         "mean_wall_s": wall / len(ok) if ok else None,
         "xrt": audio / wall if wall > 0 else None,
-        "peak_rss_mb": max((r["peak_rss_mb"] for r in ok), default=None),
+        "peak_rss_mb": max((r["peak_rss_mb"] for r in ok if r["peak_rss_mb"] is not None), default=None),
     }
 
 
@@ -685,6 +707,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"unknown set {s!r}; choose from {', '.join(SETS)}")
     if args.subset is not None and args.subset < 1:
         p.error("--subset must be at least 1")
+    for name in ("maps_dir", "dataset", "dataset_config", "keyscribe_model", "out"):  # main() changes directory
+        if getattr(args, name) is not None:
+            setattr(args, name, getattr(args, name).resolve())
     return args
 
 
@@ -820,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = Cache(OUT / "cache", args.resume)
     rows: list[dict] = []
     for name, tool in tools.items():
-        base_key = {"versions": tool.versions, "cores": cores}
+        base_key = {"versions": tool.versions, "cores": cores, "method": MEASURE_VERSION}
         try:
             tool_info[name].update(prepare_tool(tool, cores=cores, env=env, cache=cache, base_key=base_key))
         except PeerError as exc:
@@ -830,13 +855,13 @@ def main(argv: list[str] | None = None) -> int:
             tool_info[name]["error"] = msg
             continue
         info = tool_info[name]
-        print(f"{name}: model load {info['load_s']:.1f} s ({info['load_rss_mb']:.0f} MB); "
+        print(f"{name}: model load {info['load_s']:.1f} s ({_cell(info['load_rss_mb'], '.0f')} MB); "
               f"1 s of silence end to end {info['silence_s']:.1f} s", file=sys.stderr)
         for item in items:
             row = run_item(tool, item, cores=cores, env=env, cache=cache, base_key=base_key,
                            timeout_factor=args.timeout_factor)
             status = row["error"] or (f"note F1 {row['scores']['note/f1']:.3f}, {row['wall_s']:.1f} s "
-                                      f"({row['xrt']:.2f}x RT), {row['peak_rss_mb']:.0f} MB")
+                                      f"({row['xrt']:.2f}x RT), {_cell(row['peak_rss_mb'], '.0f')} MB")
             print(f"{name} {item.set}/{item.stem}: {status}{' (cached)' if row.get('cached') else ''}", file=sys.stderr)
             rows.append(row)
 

@@ -127,12 +127,22 @@ def test_cache_requires_the_same_key(peers, tmp_path):
     assert peers.Cache(tmp_path, enabled=False).get("tool", "maps/x", {"v": 1}) is None
 
 
-@pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset")
+@pytest.mark.skipif(shutil.which("taskset") is None or not Path("/usr/bin/time").exists(),
+                    reason="needs taskset and GNU time")
 def test_run_measured_times_and_kills(peers, tmp_path):
     cores = peers.pick_cores(None)
     m = peers.run_measured([sys.executable, "-c", "x = bytearray(64 * 2**20); x[::4096] = b'1' * len(x[::4096])"],
                            cores=cores, env=peers.child_env(len(cores)), log=tmp_path / "a.log", timeout_s=60)
     assert m.returncode == 0 and not m.timed_out and m.wall_s > 0 and m.peak_rss_mb > 64
+    # a small tool spawned from this (large) process reports its own RSS, not this process's
+    ballast = bytearray(300 * 2**20)
+    ballast[::4096] = b"1" * len(ballast[::4096])
+    m = peers.run_measured(["true"], cores=cores, env=peers.child_env(1), log=tmp_path / "t.log", timeout_s=60)
+    assert m.returncode == 0 and m.peak_rss_mb < 50
+    del ballast
+    m = peers.run_measured([sys.executable, "-c", "import sys; sys.exit(3)"], cores=cores, env=peers.child_env(1),
+                           log=tmp_path / "c.log", timeout_s=60)
+    assert m.returncode == 3 and m.peak_rss_mb is not None
     m = peers.run_measured([sys.executable, "-c", "import time; time.sleep(30)"], cores=cores,
                            env=peers.child_env(1), log=tmp_path / "b.log", timeout_s=0.5)
     assert m.timed_out and m.wall_s < 10
