@@ -189,3 +189,34 @@ def test_keyscribe_transcribe_is_lazy_and_callable():
     assert keyscribe.Transcription is tr.Transcription
     assert importlib.import_module("keyscribe.transcribe").Transcription is tr.Transcription
     assert re.match(r"Transcription\(4 notes", repr(handmade()))
+
+
+# ---------------------------------------------------------------------------------------------- golden
+
+
+def _shipped_model_is_trained() -> tuple[bool, str]:
+    from keyscribe import inference
+
+    sidecar = inference.default_model_path().with_suffix(".json")
+    if not sidecar.is_file():
+        return False, "no shipped model"
+    info = json.loads(sidecar.read_text())
+    if "validation_note_f1" not in info.get("metrics", {}):
+        return False, f"the shipped model {info['model_id']} is an early placeholder (never validated)"
+    return True, ""
+
+
+@pytest.mark.skipif(not _shipped_model_is_trained()[0], reason=_shipped_model_is_trained()[1])
+def test_the_bundled_example_transcribes_to_its_notes_with_the_shipped_model():
+    """Golden test: the shipped model on the bundled example (Bach's Prelude in C, 118 notes, 15 pedal
+    presses, rendered by a sampler) finds the notes of example.mid, onsets within 50 ms."""
+    from keyscribe.evaluate import evaluate_performance
+
+    example = tr.EXAMPLES_DIR / "example.ogg"
+    reference = read_midi(example.with_suffix(".mid"))
+    t = keyscribe.transcribe(example, device="cpu")
+    assert t.duration_s == pytest.approx(27.0, abs=0.5)
+    scores = evaluate_performance(reference, t.performance)
+    assert scores["note/f1"] >= 0.8, scores
+    assert abs(len(t.notes) - len(reference.notes)) <= 20, len(t.notes)
+    assert scores.get("pedal/f1", 0.0) >= 0.6, scores

@@ -562,7 +562,7 @@ def run_demo(out_dir: str | os.PathLike = "demo-output", *, model=None, device: 
         formats = [f for f in formats if f not in SCORE_FORMATS]
         written = write_outputs(t, out_dir, example.stem, formats, force=True)
         print(f"(no sheet music: {exc})")
-    print(t.note_list())
+    print(t.note_list() or "(no notes were heard)")
     print()
     print(f"{example.name}: {len(t.notes)} notes, {len(t.pedals)} pedal intervals in {t.duration_s:.1f} s of audio, "
           f"transcribed in {seconds:.2f} s ({t.duration_s / max(seconds, 1e-9):.0f}x real time) by {t.model_id}")
