@@ -250,7 +250,7 @@ def test_file_names_are_made_safe(clip, needs_model):
     response = api_upload(client, '../../etc/pass wd<b>.WAV', clip.read_bytes())
     assert response.status_code == 201
     job = Job.objects.get(pk=response.json()["id"])
-    assert job.input_name == "input.wav" and job.input_path.parent == job.folder
+    assert job.input_name == "_input.wav" and job.input_path.parent == job.folder
     assert job.stem == "pass_wd_b"
     midi = client.get(f"/jobs/{job.id}/files/midi")
     assert 'filename="pass_wd_b.mid"' in midi["Content-Disposition"]

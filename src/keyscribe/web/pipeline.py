@@ -267,8 +267,9 @@ def _process(job: Job, progress: Progress) -> str:
             warning = f"no sheet music: {exc}"
     else:
         warning = "no notes were heard in this recording, so there is no sheet music"
-    _write_view(perf, score_q, job.duration_s, folder / "view.json")
-    files["view"] = "view.json"
+    # names starting with "_" never collide with "<stem>.<ext>": safe stems never start with "_"
+    _write_view(perf, score_q, job.duration_s, folder / "_view.json")
+    files["view"] = "_view.json"
     summary["seconds"] = {"decoding": round(t1 - t0, 2), "transcribing": round(t2 - t1, 2),
                           "engraving": round(time.monotonic() - t2, 2)}
     job.summary = summary

@@ -121,7 +121,7 @@ def accept(uploaded, owner: str, ip: str | None = None) -> Job:
     job_id = new_job_id()
     folder = Path(settings.MEDIA_ROOT) / "jobs" / job_id
     folder.mkdir(parents=True, mode=0o700)
-    input_name = "input" + safe_suffix(display)
+    input_name = "_input" + safe_suffix(display)  # "_": never a result name (see safe_stem)
     path = folder / input_name
     try:
         temporary = getattr(uploaded, "temporary_file_path", None)
