@@ -186,6 +186,10 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         if supervisor:
             supervisor.start()
+        if args.host not in ("127.0.0.1", "localhost", "::1") and not (
+                os.environ.get("ALLOWED_HOSTS") or os.environ.get("KEYSCRIBE_ALLOWED_HOSTS")):
+            print("keyscribe: note: set ALLOWED_HOSTS=<this machine's name or address> so that other "
+                  "machines can reach the app (only localhost names are allowed now)", flush=True)
         shown = f"[{args.host}]" if ":" in args.host else args.host
         print(f"keyscribe: serving on http://{shown}:{args.port}/ (data: {settings.DATA_DIR}; "
               f"queue: {settings.HUEY['huey_class'].split('.')[-1]}); Ctrl-C stops", flush=True)
