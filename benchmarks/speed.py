@@ -269,11 +269,14 @@ def main() -> int:
     args = parser.parse_args()
 
     model = args.model
-    model_note = "shipped"
     if args.random_model:
-        model, model_note = str(_random_model()), "random-init, for timing only"
-    elif model:
-        model_note = model
+        model = str(_random_model())
+    from keyscribe.inference import _model_path, read_info
+
+    model_file = _model_path(model)
+    model_note = f"{read_info(model_file).model_id} ({model_file.relative_to(ROOT) if model_file.is_relative_to(ROOT) else model_file})"
+    if args.random_model:
+        model_note += ", randomly initialised: for timing only (it hears more notes than a trained model)"
     if args.context_sweep:
         result = context_sweep(model)
         _write({"kind": "context-sweep", **result}, "context")
