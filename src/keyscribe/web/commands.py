@@ -105,6 +105,16 @@ def _preload() -> None:
         _partitura()
     except Exception:
         log.warning("could not preload partitura", exc_info=True)
+    try:  # engrave a few bars once: the score engine loads its lazy parts (beat model, fonts) here
+        import tempfile
+
+        from keyscribe.score import performance_to_score, write_score
+        from keyscribe.web.testing import melody
+        with tempfile.TemporaryDirectory() as tmp:
+            write_score(performance_to_score(melody(4.0), title="warm-up"), tmp, "warm-up",
+                        formats=("musicxml", "pdf"))
+    except Exception:
+        log.warning("could not warm up the score engine", exc_info=True)
 
 
 def _pdeathsig() -> None:
