@@ -279,7 +279,7 @@ def main() -> int:
         model_note += ", randomly initialised: for timing only (it hears more notes than a trained model)"
     if args.context_sweep:
         result = context_sweep(model)
-        _write({"kind": "context-sweep", **result}, "context")
+        _write({"kind": "context-sweep", **result}, f"context-{result['model']}")
         return 0
 
     env = dict(os.environ)

@@ -13,16 +13,15 @@ and the kept probabilities go straight into `StreamingDecoder`, which gives the 
 intervals as `decode.decode_notes`/`decode_pedals` on the whole recording. Memory is one window plus the
 notes found; time is linear in the length.
 
-Window and context were chosen by measuring stitched against whole-recording probabilities on 70 s of
-MAPS (`benchmarks/speed.py --context-sweep`, results in benchmarks/results/context-*.json): with 0 s of
-context the stitched probabilities are off by 2e-2, with 0.5 s by 2e-5, from 1 s on they agree to 1e-7
-for a freshly initialised model, whose LSTM forgets fast. 3 s on each side of 30 s windows leaves margin
-for a trained LSTM's longer memory at 25% extra model time; 30 s windows were ~20% faster than 20 s
-ones at the same context (fewer, larger LSTM runs), and the model runs at several hundred times real
-time either way on 2 cores. Rerun the sweep with a new model before changing these.
-
-The model file's JSON sidecar (`<name>.json` beside `<name>.onnx`) holds the model id, the feature
-configuration, the decode thresholds, metrics and the weights' licence.
+Window and context were chosen by measuring stitched against whole-recording probabilities on 3 minutes
+of MAPS (`benchmarks/speed.py --context-sweep`, results in benchmarks/results/context-*.json). A freshly
+initialised model forgets within 1 s (from 1 s of context on, stitched and whole agree to 1e-7). A
+trained one does not: with the early CR-GCN checkpoint (step 400) the onset and frame outputs agree to
+5e-4 and 1e-2 already with 3 s of context, but velocity and the sustain pedal (slow, long-range
+outputs) still differed by up to 4.6e-2 with 6 s of context, and by 4e-3 (99.9% of values within 4e-4)
+with 8 s in 60 s windows. So: 60 s windows keeping their central 44 s; it costs ~30% more time than
+30 s windows with 3 s of context, ~50 MB more memory, and runs ~175x real time on 2 busy cores. Rerun
+the sweep when the model changes.
 """
 from __future__ import annotations
 
@@ -59,8 +58,8 @@ class WindowConfig:
     `context_s` seconds only give the BiLSTM context (the centre, `window_s - 2 * context_s`, is kept);
     `batch` windows go through the model at once; audio is decoded `chunk_s` seconds at a time."""
 
-    window_s: float = 30.0
-    context_s: float = 3.0
+    window_s: float = 60.0
+    context_s: float = 8.0
     batch: int = 1
     chunk_s: float = 10.0
 
