@@ -266,6 +266,7 @@ def main() -> int:
     parser.add_argument("--no-basic-pitch", action="store_true", help="skip Basic Pitch")
     parser.add_argument("--context-sweep", action="store_true", help="measure stitching error by window context")
     parser.add_argument("--threads", type=int, default=0, help="limit every tool to this many threads (0: no limit)")
+    parser.add_argument("--tag", help="add this to the result file's name: speed-<date>-<tag>.json")
     args = parser.parse_args()
 
     model = args.model
@@ -326,7 +327,7 @@ def main() -> int:
               "input": "MAPS ENSTDkAm piano recordings looped, 44.1 kHz stereo 16-bit FLAC",
               "measure": "fresh process per run, start to MIDI written; wall time; peak RSS = ru_maxrss of the process",
               "command": " ".join([Path(sys.executable).name, *sys.argv]), "rows": rows, "summary": summary}
-    path = _write(report, "speed")
+    path = _write(report, f"speed-{args.tag}" if args.tag else "speed")
     print(table(rows))
     for tool, s in summary.items():
         if tool in ("keyscribe", "basic-pitch") and s["time_vs_length"]:
@@ -358,7 +359,9 @@ def _random_model() -> Path:
 
 def _write(report: dict, kind: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{kind}-{time.strftime('%Y-%m-%d')}.json"
+    date = time.strftime("%Y-%m-%d")
+    name = f"speed-{date}-{kind[6:]}.json" if kind.startswith("speed-") else f"{kind}-{date}.json"
+    path = RESULTS / name
     path.write_text(json.dumps(report, indent=2) + "\n")
     return path
 
