@@ -368,6 +368,60 @@ def _finish(notes, beats: np.ndarray, db_evidence: np.ndarray, compound: bool | 
     return Metre(beats, downbeats, m, comp, tempo, ph)
 
 
+# ----------------------------------------------------------------------------------------------- level
+# A conditional-logit choice between the tracked beats, every other beat (two phases) and twice as many
+# beats, learned on 200 ASAP training performances (validation pieces: beat F1 0.608 -> 0.637). Features:
+# log2(bpm/100), its square, log(1 + onsets per beat), fraction of beats on an onset, log salience
+# contrast beats vs midpoints, and the learned beat activation at beats and at midpoints.
+_LEVEL_MU = np.array([0.1216, 0.8698, 2.0769, 0.9045, 0.652, 0.5888, 0.3502, 0.0])
+_LEVEL_SD = np.array([0.9247, 0.9938, 0.5788, 0.1081, 0.6162, 0.152, 0.2309, 1.0])
+_LEVEL_W = np.array([-0.493, -0.168, -1.8017, -0.0242, -0.2555, 1.5018, -0.5089, 0.0])
+
+
+def level_candidates(bt: np.ndarray) -> list[np.ndarray]:
+    mid = (bt[:-1] + bt[1:]) / 2
+    return [bt, bt[0::2], bt[1::2], np.sort(np.concatenate([bt, mid]))]
+
+
+def level_features(notes, bt: np.ndarray, env: np.ndarray, act: np.ndarray) -> np.ndarray:
+    on = np.sort(np.array([n.onset_s for n in notes]))
+    out = []
+    for c in level_candidates(bt):
+        if len(c) < 3 or len(on) < 2:
+            out.append(np.full(8, np.nan))
+            continue
+        lg = np.log2(60.0 / np.median(np.diff(c)) / 100.0)
+        cnt = np.histogram(on, bins=c)[0]
+        j = np.clip(np.searchsorted(on, c), 1, len(on) - 1)
+        d = np.minimum(np.abs(on[j] - c), np.abs(on[j - 1] - c))
+        fi = np.clip(np.round(c * FPS).astype(int), 0, len(env) - 1)
+        mid = np.clip(np.round((c[:-1] + c[1:]) / 2 * FPS).astype(int), 0, len(env) - 1)
+
+        def peak(x, frames):
+            frames = np.clip(frames, 0, len(x) - 1)
+            return float(np.mean([x[max(0, f - 1):f + 2].max() for f in frames]))
+
+        out.append(np.array([lg, lg * lg, np.log1p(cnt.mean()), np.mean(d < 0.04),
+                             np.log((peak(env, fi) + 1e-3) / (peak(env, mid) + 1e-3)),
+                             peak(act, fi), peak(act, mid), 1.0]))
+    return np.stack(out)
+
+
+def choose_level(notes, bt: np.ndarray, env: np.ndarray | None = None) -> np.ndarray:
+    """The beats at the metrical level the learned chooser prefers (unchanged without the model)."""
+    from keyscribe.score import beatnet
+
+    params = beatnet.load_default()
+    if params is None or len(bt) < 6:
+        return bt
+    env = onset_envelope(notes) if env is None else env
+    a = beatnet.activations(params, Performance(tuple(notes)))
+    f = level_features(notes, bt, env, np.maximum(a[0], a[1]))
+    score = ((f - _LEVEL_MU) / _LEVEL_SD) @ _LEVEL_W
+    score[~np.isfinite(score)] = -np.inf
+    return level_candidates(bt)[int(np.argmax(score))]
+
+
 # ----------------------------------------------------------------------------------------------- entry
 def estimate_metre(perf: Performance, method: str = "auto") -> Metre:
     """Beats, downbeats and metre of `perf`. method: 'rule' (= 'auto', the default) or 'model'.
@@ -388,13 +442,16 @@ def estimate_metre(perf: Performance, method: str = "auto") -> Metre:
     return estimate_metre_rule(perf)
 
 
-def estimate_metre_rule(perf: Performance) -> Metre:
+def estimate_metre_rule(perf: Performance, choose: bool = True) -> Metre:
+    """The rule tracker; with `choose`, the metrical level is picked by the learned chooser."""
     notes = perf.notes
     env = onset_envelope(notes)
     per = local_periods(env)
     beats = track_beats(env, per, tightness=1.0)
     beats = _trim_to_notes(beats, notes, float(np.median(per)) / FPS)
     beats = snap_to_onsets(beats, notes)
+    if choose:
+        beats = choose_level(notes, beats, env)
     feats = beat_features(notes, beats)
     ev = feats @ np.array([0.5, 1.0, 1.0, 0.7])
     return _finish(notes, beats, ev, db_prob=1.0 / (1.0 + np.exp(-ev)))
