@@ -424,15 +424,18 @@ def choose_level(notes, bt: np.ndarray, env: np.ndarray | None = None) -> np.nda
 
 # ----------------------------------------------------------------------------------------------- entry
 def estimate_metre(perf: Performance, method: str = "auto") -> Metre:
-    """Beats, downbeats and metre of `perf`. method: 'rule' (= 'auto', the default) or 'model'.
+    """Beats, downbeats and metre of `perf`. method: 'rule' (= 'auto', the default: the rule tracker plus
+    the learned metrical-level chooser), 'baseline' (the rule tracker alone) or 'model' (the TCN).
 
     'auto' is the rule-based tracker: on held-out ASAP pieces the learned model is not better than it
     (see docs/score/README.md), and on strictly timed input (quantised MIDI) it is less reliable."""
     notes = perf.notes
     if len(notes) < 4:
         raise ScoreError(f"need at least 4 notes to estimate a metre, got {len(notes)}")
-    if method not in ("auto", "model", "rule"):
-        raise ScoreError(f"unknown beat method {method!r}; choose auto, model or rule")
+    if method not in ("auto", "model", "rule", "baseline"):
+        raise ScoreError(f"unknown beat method {method!r}; choose auto, rule, baseline or model")
+    if method == "baseline":  # the rule tracker alone, without the learned level chooser
+        return estimate_metre_rule(perf, choose=False)
     if method == "model":
         from keyscribe.score import beatnet
         model = beatnet.load_default()
