@@ -188,3 +188,23 @@ def test_asap_score_midi_round_trip(tmp_path):
     missing = [w for w in want if w not in got]
     assert len(missing) <= 0.06 * len(want)
     assert all(Fraction(21) <= on < Fraction(24) or on >= Fraction(35) for on, _ in missing)
+
+
+@pytest.mark.skipif(not (ASAP / "metadata.csv").is_file(), reason="no ASAP")
+def test_cli_score_eval_one_piece(tmp_path, capsys):
+    import json
+
+    from keyscribe.cli import main
+    from keyscribe.score import asap
+
+    out = tmp_path / "eval.json"
+    assert main(["score-eval", "--limit", "1", "--max-per-piece", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["pieces"] == 1 and result["split"] == "test"
+    name = result["per_performance"][0]["name"]
+    composer, title = name.split("/")[:2]
+    assert asap.split_of(composer, title) == "test"
+    s = result["summary"]
+    assert 0 <= s["beat_f1"] <= 1 and 0 <= s["onset_oracle"] <= 1
+    assert s["onset_oracle"] > 0.8  # the quantiser with the annotated beats on a Bach fugue
+    assert "beat_f1" in capsys.readouterr().out
