@@ -208,3 +208,12 @@ def test_cli_score_eval_one_piece(tmp_path, capsys):
     assert 0 <= s["beat_f1"] <= 1 and 0 <= s["onset_oracle"] <= 1
     assert s["onset_oracle"] > 0.8  # the quantiser with the annotated beats on a Bach fugue
     assert "beat_f1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_tiny_and_empty_performances_still_engrave(n, tmp_path):
+    perf = Performance(tuple(Note(0.5 * i, 0.5 * i + 0.4, 60 + 2 * i) for i in range(n)))
+    score = performance_to_score(perf, title="tiny")
+    paths = write_score(score, tmp_path, "tiny", formats=("musicxml", "png"))
+    assert paths["png"][0].is_file()
+    assert paths["musicxml"][0].read_text().count("<measure") >= 1

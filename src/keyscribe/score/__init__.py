@@ -45,8 +45,6 @@ def performance_to_score(perf: Performance, title: str = "", beat_method: str = 
     from keyscribe.score import beats, engrave, hands, quantize, spelling
 
     notes = list(perf.notes)
-    if not notes:
-        raise ScoreError("the performance has no notes")
     if metre is None:
         metre = beats.estimate_metre(perf, method=beat_method)
     staff = hands.split_hands(notes, method=hands_method)

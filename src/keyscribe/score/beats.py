@@ -430,19 +430,31 @@ def estimate_metre(perf: Performance, method: str = "auto") -> Metre:
     'auto' is the rule-based tracker: on held-out ASAP pieces the learned model is not better than it
     (see docs/score/README.md), and on strictly timed input (quantised MIDI) it is less reliable."""
     notes = perf.notes
-    if len(notes) < 4:
-        raise ScoreError(f"need at least 4 notes to estimate a metre, got {len(notes)}")
     if method not in ("auto", "model", "rule", "baseline"):
         raise ScoreError(f"unknown beat method {method!r}; choose auto, rule, baseline or model")
-    if method == "baseline":  # the rule tracker alone, without the learned level chooser
-        return estimate_metre_rule(perf, choose=False)
+    if len(notes) < 4 or notes[-1].onset_s - notes[0].onset_s < 1.0:
+        return steady_metre(perf)
     if method == "model":
         from keyscribe.score import beatnet
         model = beatnet.load_default()
-        if model is not None:
+        if model is None:
+            raise ScoreError("the beat model weights are not available")
+    try:
+        if method == "baseline":  # the rule tracker alone, without the learned level chooser
+            return estimate_metre_rule(perf, choose=False)
+        if method == "model":
             return beatnet.estimate_metre_model(model, perf)
-        raise ScoreError("the beat model weights are not available")
-    return estimate_metre_rule(perf)
+        return estimate_metre_rule(perf)
+    except ScoreError:  # no beat found (e.g. a few scattered notes): a steady 120 bpm grid
+        return steady_metre(perf)
+
+
+def steady_metre(perf: Performance, bpm: float = 120.0) -> Metre:
+    """4/4 at `bpm` from the first onset: for performances too short to show a beat."""
+    start = perf.notes[0].onset_s if perf.notes else 0.0
+    end = max(perf.end_s, start + 4 * 60.0 / bpm)
+    beats = np.arange(start, end + 1e-9, 60.0 / bpm)
+    return Metre(beats, beats[::4], 4, False, bpm, 0)
 
 
 def estimate_metre_rule(perf: Performance, choose: bool = True) -> Metre:

@@ -72,8 +72,6 @@ def build_score(qnotes: list[QNote], spelled: dict[int, tuple[str, int, int]], m
     """A music21 `Score` with one piano part on two staves (PartStaff pair joined by a brace)."""
     import music21 as m21
 
-    if not qnotes:
-        raise ScoreError("no notes to engrave")
     M = metre.beats_per_bar
     beat = metre.beat_ql
     bar = beat * M
@@ -96,8 +94,9 @@ def build_score(qnotes: list[QNote], spelled: dict[int, tuple[str, int, int]], m
                 end = min(end, nxt)
             chords[s].append((on, end, sorted(by_on[on], key=lambda q: q.pitch)))
 
-    q_min = min(q.onset for q in qnotes)
-    q_max = max(c[1] for s in (0, 1) for c in chords[s])
+    # an empty performance gets one bar of rests
+    q_min = min((q.onset for q in qnotes), default=Fraction(0))
+    q_max = max((c[1] for s in (0, 1) for c in chords[s]), default=Fraction(M))
     first_bar = math.floor(q_min / M)
     last_bar = math.ceil(q_max / M) - 1
     pickup_start = Fraction(math.floor(q_min))  # the first measure starts at the first sounding beat
