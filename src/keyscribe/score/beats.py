@@ -339,7 +339,7 @@ def decode_downbeats(p_db: np.ndarray, candidates=(2, 3, 4), switch: float = 0.0
             cand = dp[:, None] + trans
             back[i] = np.argmax(cand, axis=0)
             dp = cand[back[i], np.arange(m)] + emit[i]
-        ll = float(dp.max()) + bias.get(m, 0.0)
+        ll = float(dp.max()) + bias.get(m, 0.0) * len(p)  # bias per beat
         if ll > best[0]:
             path = np.zeros(len(p), int)
             path[-1] = int(np.argmax(dp))
@@ -350,11 +350,11 @@ def decode_downbeats(p_db: np.ndarray, candidates=(2, 3, 4), switch: float = 0.0
 
 
 def _finish(notes, beats: np.ndarray, db_evidence: np.ndarray, compound: bool | None = None,
-            db_prob: np.ndarray | None = None) -> Metre:
+            db_prob: np.ndarray | None = None, bar_bias: dict[int, float] | None = None) -> Metre:
     if len(beats) < 2:
         raise ScoreError("too few notes to find a beat")
     if db_prob is not None and len(beats) >= 4:
-        m, flags = decode_downbeats(db_prob)
+        m, flags = decode_downbeats(db_prob, bias=bar_bias)
         comp = is_compound(notes, beats) if compound is None else compound
         idx = np.flatnonzero(flags)
         if len(idx) == 0:
@@ -469,4 +469,6 @@ def estimate_metre_rule(perf: Performance, choose: bool = True) -> Metre:
         beats = choose_level(notes, beats, env)
     feats = beat_features(notes, beats)
     ev = feats @ np.array([0.5, 1.0, 1.0, 0.7])
-    return _finish(notes, beats, ev, db_prob=1.0 / (1.0 + np.exp(-ev)))
+    # a small per-beat preference for 4 beats per bar (tuned on ASAP training performances: time
+    # signature 0.425 -> 0.475 there, downbeat F1 unchanged)
+    return _finish(notes, beats, ev, db_prob=1.0 / (1.0 + np.exp(-ev)), bar_bias={4: 0.02})
