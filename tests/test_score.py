@@ -40,8 +40,10 @@ def march(bpm: float = 90.0, bars: int = 12) -> Performance:
     notes = []
     for b in range(bars):
         t0 = 0.3 + 4 * b * beat
+        root = [43, 48, 50, 43][b % 4]  # one harmony per bar: root on beat 1, chord tones after
         for k in range(4):
-            notes.append(Note(t0 + k * beat, t0 + (k + 0.8) * beat, 43 if k % 2 == 0 else 50, 90 if k == 0 else 60))
+            pitch = root if k == 0 else root + (12, 16, 19)[k - 1]
+            notes.append(Note(t0 + k * beat, t0 + (k + 0.8) * beat, pitch, 90 if k == 0 else 60))
         for j, (on, length) in enumerate(((0, 1), (1, 1), (2, 0.5), (2.5, 0.5), (3, 1))):
             notes.append(Note(t0 + on * beat, t0 + (on + 0.9 * length) * beat, 67 + (j * 5 + b) % 9, 70))
     return Performance(tuple(notes))
