@@ -208,6 +208,10 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
     if payload:
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
+        if scheduler.base_lrs[0] != config.learning_rate:  # the config's rate wins when a run resumes
+            scheduler.base_lrs = [config.learning_rate] * len(optimizer.param_groups)
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * config.lr_gamma ** (state["step"] // config.lr_step)
         state.update(payload["state"])
         torch.set_rng_state(payload["torch_rng"])
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
