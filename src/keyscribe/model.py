@@ -35,7 +35,6 @@ class ModelConfig:
     cnn_out: int = 256
     lstm_hidden: int = 128
     dropout: float = 0.25
-    input_norm: bool = False  # batch-normalise each mel bin before the CNN
     key_embedding: int = 64
     gcn_hidden: int = 128
     adjacency_threshold: float = 0.1  # binarise P(j|i) here (ML-GCN's tau)
@@ -88,7 +87,6 @@ class FrontEnd(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.input_norm = nn.BatchNorm1d(config.n_mels) if config.input_norm else None
         layers: list[nn.Module] = []
         channels, freq = 1, config.n_mels
         for out_ch, pool in zip(config.conv_channels, config.pool_after):
@@ -102,8 +100,6 @@ class FrontEnd(nn.Module):
         self.rnn = nn.LSTM(config.cnn_out, config.lstm_hidden, batch_first=True, bidirectional=True)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        if self.input_norm is not None:
-            mel = self.input_norm(mel.transpose(1, 2)).transpose(1, 2)
         x = self.cnn(mel.unsqueeze(1))  # (B, C, T, F)
         x = x.permute(0, 2, 1, 3).flatten(2)  # (B, T, C * F)
         x, _ = self.rnn(self.project(x))
