@@ -254,7 +254,7 @@ def test_ctrl_c_in_a_real_process_leaves_only_whole_files(tmp_path, model):
     import signal
     import time
 
-    noise = np.random.default_rng(0).normal(0, 0.2, 240 * SR).astype(np.float32)
+    noise = np.random.default_rng(0).normal(0, 0.2, 600 * SR).astype(np.float32)
     inputs = []
     for i in range(2):
         sf.write(tmp_path / f"long{i}.wav", noise, SR)
@@ -277,8 +277,8 @@ def test_ctrl_c_in_a_real_process_leaves_only_whole_files(tmp_path, model):
     if proc.returncode == 130:
         assert "keyscribe: interrupted" in err
         assert len(names) in (0, 3), names  # the first file's outputs appear together or not at all
-    else:
-        assert proc.returncode == 0 and len(names) == 6
+    else:  # the run finished first; SIGINT may still land during interpreter shutdown (-SIGINT)
+        assert proc.returncode in (0, -signal.SIGINT) and "2 file(s) transcribed" in err and len(names) == 6
 
 
 def test_ctrl_c_turned_into_another_error_by_a_library_still_stops_the_batch(tmp_path, model, capsys, monkeypatch):
