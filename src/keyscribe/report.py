@@ -21,7 +21,6 @@ from keyscribe.features import FeatureConfig, log_mel
 from keyscribe.midi import read_labels
 from keyscribe.notes import Performance
 
-Transcribe = Callable[["object"], Performance]  # (n_frames, n_mels) log-mel -> Performance
 
 
 def model_transcriber(checkpoint: str | os.PathLike, decode: DecodeConfig | None = None,
