@@ -3,6 +3,8 @@
 # npm packages it serves or samples from. Idempotent: what is already there is not fetched again.
 set -euo pipefail
 APT_PACKAGES=(libfluidsynth3 fluid-soundfont-gm musescore-general-soundfont-small)
+# cairosvg (sheet music PNG and PDF) loads the cairo C library at run time.
+APT_PACKAGES+=(libcairo2)
 # The web app's real-browser test drives Debian's chromium with playwright-core (npm); no browser is
 # ever downloaded by playwright.
 APT_PACKAGES+=(chromium chromium-driver)

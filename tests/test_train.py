@@ -1,6 +1,8 @@
 """Training on a tiny dataset that the test renders from the shared data: the real pipeline end to end."""
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -11,10 +13,14 @@ import pytest
 import torch
 
 from keyscribe.data.build import DatasetConfig, build_dataset
+from keyscribe import report
 from keyscribe.data.shards import load_split
+from keyscribe.errors import KeyscribeError
+from keyscribe.midi import read_midi, write_tsv
 from keyscribe.train import load_configs, load_model, train, validate
 
 CONFIG = Path(__file__).resolve().parents[1] / "src" / "keyscribe" / "configs" / "crgcn.toml"
+EXAMPLES = CONFIG.parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +69,28 @@ def test_two_training_steps_from_the_real_config_then_resume(tiny_dataset, tmp_p
     assert 0.0 <= scores["frame/f1"] <= 1.0
 
 
+def test_ema_weights_are_saved_as_the_model_and_resume_from_the_raw_ones(tiny_dataset, tmp_path):
+    model_config, train_config, decode = _configs(tiny_dataset, tmp_path / "run", max_steps=2, ema_decay=0.5)
+    train(model_config, train_config, decode, progress=False)
+    before = torch.load(tmp_path / "run" / "latest.pt", weights_only=False)
+    assert before["ema_updates"] == 2
+    floats = [k for k, v in before["raw_model"].items() if v.is_floating_point() and "weight" in k]
+    assert any(not torch.equal(before["model"][k], before["raw_model"][k]) for k in floats)
+    train(model_config, replace(train_config, max_steps=3), decode, progress=False)
+    after = torch.load(tmp_path / "run" / "latest.pt", weights_only=False)
+    assert after["ema_updates"] == 3
+    for k in floats:  # the average continued from the saved one: ema3 = 0.5 ema2 + 0.5 raw3
+        torch.testing.assert_close(after["model"][k], 0.5 * before["model"][k] + 0.5 * after["raw_model"][k])
+    assert load_model(tmp_path / "run" / "best.pt") is not None
+
+
 def test_ddp_two_processes_two_steps(tiny_dataset, tmp_path):
     config = tmp_path / "ddp.toml"
     text = CONFIG.read_text().replace('datasets = ["work/dataset", "work/ds-clean"]', f'datasets = ["{tiny_dataset}"]')
     text = text.replace('run_dir = "runs/crgcn"', f'run_dir = "{tmp_path / "ddp"}"')
-    text = text.replace("batch_size = 8", "batch_size = 2\nthreads = 1").replace("sequence_frames = 320", "sequence_frames = 64")
+    text = re.sub(r"(?m)^batch_size = \d+", "batch_size = 2\nthreads = 1", text)
+    text = re.sub(r"(?m)^sequence_frames = \d+", "sequence_frames = 64", text)
+    assert "batch_size = 2" in text and "sequence_frames = 64" in text
     config.write_text(text)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
@@ -77,3 +100,34 @@ def test_ddp_two_processes_two_steps(tiny_dataset, tmp_path):
     assert "stopped at step 2" in proc.stdout
     payload = torch.load(tmp_path / "ddp" / "latest.pt", weights_only=False)
     assert payload["state"]["step"] == 2
+
+
+def test_unknown_config_keys_are_errors_naming_file_table_and_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nbatch_sise = 4\n')
+    with pytest.raises(KeyscribeError, match=r"bad.toml: unknown \[train\] keys: batch_sise"):
+        load_configs(bad)
+    bad.write_text('[dataset]\nworkers = 1\nhourz = 3\n')
+    with pytest.raises(KeyscribeError, match=r"unknown \[dataset\] keys: hourz"):
+        DatasetConfig.from_toml(bad)
+    good = tmp_path / "good.toml"
+    good.write_text('[train]\ndatasets = ["a", "b"]\n[dataset]\npianos = ["salamander"]\n')
+    assert load_configs(good)[1].datasets == ("a", "b")
+    assert DatasetConfig.from_toml(good).pianos == ("salamander",)
+
+
+def test_report_scores_a_checkpoint_on_recordings_and_tunes_on_excerpts(tiny_dataset, tmp_path):
+    """The report's path for real recordings: audio + tsv in a folder, a checkpoint, mir_eval scores."""
+    model_config, train_config, decode = _configs(tiny_dataset, tmp_path / "run", max_steps=2)
+    train(model_config, train_config, decode, progress=False)
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "example.ogg", folder / "example.ogg")
+    write_tsv(read_midi(EXAMPLES / "example.mid"), folder / "example.tsv")
+    result = report.evaluate_on_recordings(report.checkpoint_transcriber(tmp_path / "run" / "best.pt"), folder)
+    assert list(result["files"]) == ["example"] and result["audio_seconds"] > 10
+    assert 0.0 <= result["mean"]["note/f1"] <= 1.0 and np.asarray(result["per_key"]).shape == (3, 88)
+    assert np.asarray(result["per_key"])[[0, 2]].sum() == len(read_midi(EXAMPLES / "example.mid").notes)  # TP + FN
+    tuned, grid = report.tune_decoding(tmp_path / "run" / "best.pt", load_split(tiny_dataset, "validation"))
+    assert f"{tuned.onset_threshold}/{tuned.frame_threshold}" in grid
+    assert grid[f"{tuned.onset_threshold}/{tuned.frame_threshold}"] == max(grid.values())

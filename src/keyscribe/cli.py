@@ -146,7 +146,7 @@ def _add_evaluate_model(sub: argparse._SubParsersAction) -> None:
 
 def _run_evaluate_model(args: argparse.Namespace) -> int:
     from keyscribe import evaluate, report
-    result = report.evaluate_on_recordings(report.model_transcriber(args.checkpoint), args.data, limit=args.limit)
+    result = report.evaluate_on_recordings(report.checkpoint_transcriber(args.checkpoint), args.data, limit=args.limit)
     print(evaluate.format_table(result))
     print(f"{result['audio_seconds']:.0f} s of audio in {result['seconds']:.1f} s of model + decoding time")
     if args.json:

@@ -15,27 +15,21 @@ from tqdm import tqdm
 
 from keyscribe.audio import load_audio
 from keyscribe.data.maps import maps_recordings
-from keyscribe.decode import DecodeConfig, decode_notes, decode_pedals
+from keyscribe.decode import DecodeConfig, decode_notes
 from keyscribe.evaluate import evaluate_performance, mean_scores
 from keyscribe.features import FeatureConfig, log_mel
 from keyscribe.midi import read_labels
 from keyscribe.notes import Performance
+from keyscribe.train import (evaluate_on_excerpts, excerpt_reference, load_model, model_transcriber, probabilities,
+                             run_decode_config)
 
 
 
-def model_transcriber(checkpoint: str | os.PathLike, decode: DecodeConfig | None = None,
-                      features: FeatureConfig = FeatureConfig()) -> Callable:
-    """A function log-mel -> Performance using a training checkpoint (torch, whole file at once)."""
-    from keyscribe.train import load_model, probabilities, run_decode_config
-    model = load_model(checkpoint)
-    decode = decode or run_decode_config(checkpoint)
-
-    def transcribe(mel) -> Performance:
-        probs = probabilities(model, mel)
-        notes = decode_notes(probs["onset"], probs["frame"], probs["velocity"], features.frame_rate, decode)
-        return Performance(tuple(notes), tuple(decode_pedals(probs["pedal_frame"], features.frame_rate, decode)))
-
-    return transcribe
+def checkpoint_transcriber(checkpoint: str | os.PathLike, decode: DecodeConfig | None = None,
+                           features: FeatureConfig = FeatureConfig()) -> Callable:
+    """A function log-mel -> Performance using a training checkpoint (torch, whole file at once), decoded
+    with `decode` or else its run's [decode] settings."""
+    return model_transcriber(load_model(checkpoint), decode or run_decode_config(checkpoint), features)
 
 
 def evaluate_on_recordings(transcribe: Callable, data_dir: str | os.PathLike, *, limit: int | None = None,
@@ -58,19 +52,10 @@ def evaluate_on_recordings(transcribe: Callable, data_dir: str | os.PathLike, *,
             "per_key": key_counts.tolist()}
 
 
-def evaluate_on_excerpts(transcribe: Callable, excerpts: list, features: FeatureConfig = FeatureConfig()) -> dict:
-    """`{"mean", "files"}` over rendered validation excerpts (references from their label rolls)."""
-    from keyscribe.train import excerpt_reference
-    files = {ex.id: evaluate_performance(excerpt_reference(ex, features.frame_rate), transcribe(np.asarray(ex.mel, np.float32)),
-                                         pedal_extend=False) for ex in tqdm(excerpts, desc="validation", unit="excerpt")}
-    return {"mean": mean_scores(files), "files": files}
-
-
 def tune_decoding(checkpoint: str | os.PathLike, excerpts: list, features: FeatureConfig = FeatureConfig(),
                   onset_grid=(0.3, 0.4, 0.5, 0.6, 0.7), frame_grid=(0.3, 0.4, 0.5, 0.6)) -> tuple[DecodeConfig, dict]:
     """Onset and frame thresholds maximising the mean of note F1 and note-with-offset F1 on synthetic
     validation excerpts (never on the real test recordings). Returns the config and the grid's scores."""
-    from keyscribe.train import excerpt_reference, load_model, probabilities
     model = load_model(checkpoint)
     cached = [(excerpt_reference(ex, features.frame_rate), probabilities(model, ex.mel)) for ex in excerpts]
     grid = {}
@@ -181,7 +166,6 @@ def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_
     from keyscribe.baseline import transcribe_mel
     from keyscribe.data.shards import load_split
     from keyscribe.model import count_parameters
-    from keyscribe.train import load_model
 
     out_md = Path(out_md)
     assets = out_md.parent / out_md.stem
@@ -191,7 +175,7 @@ def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_
     for run in map(Path, runs):
         checkpoint = run / "best.pt" if (run / "best.pt").exists() else run / "latest.pt"
         payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        transcribe = model_transcriber(checkpoint)
+        transcribe = checkpoint_transcriber(checkpoint)
         entries[run.name] = {
             "checkpoint": str(checkpoint), "variant": payload["model_config"]["variant"],
             "parameters": count_parameters(load_model(checkpoint)), "steps": payload["state"]["step"],

@@ -15,8 +15,9 @@ import math
 import os
 import time
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from keyscribe.config import from_table
 from keyscribe.data.shards import Excerpt, cooccurrence_from_excerpts, load_split, random_batch
 from keyscribe.decode import DecodeConfig, decode_notes, decode_pedals
 from keyscribe.errors import KeyscribeError
@@ -49,6 +51,7 @@ class TrainConfig:
     onset_pos_weight: float = 1.0  # class weighting of the rare positive onset/offset frames
     grad_accumulation: int = 1
     clip_grad_norm: float = 3.0
+    ema_decay: float = 0.0  # weights' exponential moving average, validated and saved as the model (0: off)
     bf16: bool = False
     max_steps: int = 100_000
     max_hours: float = 0.0  # stop after this much wall time (0: no limit); the run resumes later
@@ -68,16 +71,8 @@ def load_configs(path: str | os.PathLike) -> tuple[ModelConfig, TrainConfig, Dec
         raise KeyscribeError(f"{path}: no such config file")
     with open(path, "rb") as f:
         raw = tomllib.load(f)
-    built = []
-    for table, cls in (("model", ModelConfig), ("train", TrainConfig), ("decode", DecodeConfig)):
-        values = raw.get(table, {})
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise KeyscribeError(f"{path}: unknown [{table}] keys: {', '.join(sorted(unknown))}")
-        if "datasets" in values:
-            values["datasets"] = tuple(values["datasets"])
-        built.append(cls(**values))
-    return tuple(built)  # type: ignore[return-value]
+    return tuple(from_table(cls, raw.get(table, {}), path, table)  # type: ignore[return-value]
+                 for table, cls in (("model", ModelConfig), ("train", TrainConfig), ("decode", DecodeConfig)))
 
 
 def split_targets(labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -138,23 +133,42 @@ def excerpt_reference(ex: Excerpt, frame_rate: float) -> Performance:
     return Performance(tuple(notes), tuple(pedals))
 
 
+def model_transcriber(model: Transcriber, decode: DecodeConfig, features: FeatureConfig = FeatureConfig()) -> Callable:
+    """A function log-mel (T, n_mels) -> Performance: the model's probabilities, decoded."""
+    def transcribe(mel: np.ndarray) -> Performance:
+        probs = probabilities(model, mel)
+        notes = decode_notes(probs["onset"], probs["frame"], probs["velocity"], features.frame_rate, decode)
+        return Performance(tuple(notes), tuple(decode_pedals(probs["pedal_frame"], features.frame_rate, decode)))
+
+    return transcribe
+
+
+def evaluate_on_excerpts(transcribe: Callable, excerpts: list[Excerpt], features: FeatureConfig = FeatureConfig(),
+                         progress: bool = True) -> dict:
+    """`{"mean", "files"}` over rendered excerpts: references from their label rolls (already sustained),
+    estimates as `transcribe` decodes them."""
+    files = {ex.id: evaluate_performance(excerpt_reference(ex, features.frame_rate), transcribe(np.asarray(ex.mel, np.float32)),
+                                         pedal_extend=False)
+             for ex in tqdm(excerpts, desc="validation", unit="excerpt", disable=not progress)}
+    return {"mean": mean_scores(files), "files": files}
+
+
 def validate(model: Transcriber, excerpts: list[Excerpt], decode: DecodeConfig,
              features: FeatureConfig = FeatureConfig()) -> dict[str, float | None]:
-    """Mean metrics over validation excerpts (sustained references, estimates as decoded)."""
-    per_file = {}
-    for ex in excerpts:
-        probs = probabilities(model, ex.mel)
-        est = Performance(tuple(decode_notes(probs["onset"], probs["frame"], probs["velocity"], features.frame_rate, decode)),
-                          tuple(decode_pedals(probs["pedal_frame"], features.frame_rate, decode)))
-        per_file[ex.id] = evaluate_performance(excerpt_reference(ex, features.frame_rate), est, pedal_extend=False)
-    return mean_scores(per_file)
+    """Mean metrics over validation excerpts."""
+    return evaluate_on_excerpts(model_transcriber(model, decode, features), excerpts, features, progress=False)["mean"]
 
 
-def save_checkpoint(path: Path, model: Transcriber, optimizer, scheduler, state: dict) -> None:
-    """Atomic: written beside, then renamed, so an interrupted save never leaves a broken file."""
+def save_checkpoint(path: Path, model: Transcriber, optimizer, scheduler, state: dict, ema=None) -> None:
+    """Atomic: written beside, then renamed, so an interrupted save never leaves a broken file.
+
+    With an EMA, "model" holds the averaged weights (what evaluation and export use) and "raw_model" the
+    optimised ones that training resumes from."""
     raw = model.module if hasattr(model, "module") else model
     payload = {"model_config": raw.config.to_dict(), "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
                "scheduler": scheduler.state_dict(), "state": state, "torch_rng": torch.get_rng_state()}
+    if ema is not None:
+        payload |= {"model": ema.module.state_dict(), "raw_model": raw.state_dict(), "ema_updates": int(ema.n_averaged)}
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -198,10 +212,11 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
     if latest.exists():
         payload = torch.load(latest, map_location="cpu", weights_only=False)
         model = Transcriber(ModelConfig.from_dict(payload["model_config"]))
-        model.load_state_dict(payload["model"], strict=True)
+        model.load_state_dict(payload.get("raw_model", payload["model"]), strict=True)
     else:
         payload = None
         model = Transcriber(model_config, cooccurrence_from_excerpts(train_set))
+    ema = _moving_average(model, config.ema_decay, payload)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
     state = {"step": 0, "best_note_f1": -1.0, "stale": 0, "train_seconds": 0.0}
@@ -242,11 +257,13 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
         bar.set_postfix(loss=f"{sum(step_losses.values()):.3f}", refresh=False)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         state["step"] += 1
         bar.update(1)
         if rank == 0:
             stop = _after_step(model, optimizer, scheduler, state, step_losses, config, decode, val_set, logger,
-                               state["train_seconds"] + time.time() - start)
+                               state["train_seconds"] + time.time() - start, ema)
         else:
             stop = False
         if _any_rank(stop, world):
@@ -254,8 +271,20 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
     bar.close()
     if rank == 0:
         state["train_seconds"] += time.time() - start
-        save_checkpoint(latest, model, optimizer, scheduler, state)
+        save_checkpoint(latest, model, optimizer, scheduler, state, ema)
     return state
+
+
+def _moving_average(model: Transcriber, decay: float, payload: dict | None):
+    """An EMA copy of `model` (None when `decay` is 0), restored from a checkpoint that has one."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if payload and "raw_model" in payload:
+        ema.module.load_state_dict(payload["model"], strict=True)
+        ema.n_averaged.fill_(payload["ema_updates"])
+    return ema
 
 
 def _training_excerpts(config: TrainConfig) -> list[Excerpt]:
@@ -276,23 +305,25 @@ def _any_rank(flag: bool, world: int) -> bool:
 
 
 def _after_step(model, optimizer, scheduler, state: dict, step_losses: dict, config: TrainConfig,
-                decode: DecodeConfig, val_set: list[Excerpt], logger: "_Logger", elapsed: float) -> bool:
-    """Log, validate, checkpoint; True when training should stop (time budget or early stopping)."""
+                decode: DecodeConfig, val_set: list[Excerpt], logger: "_Logger", elapsed: float, ema=None) -> bool:
+    """Log, validate (the EMA weights when there are any), checkpoint; True when training should stop."""
     run = Path(config.run_dir)
     logger.log(state["step"], {f"loss/{k}": v for k, v in step_losses.items()}
                | {"lr": scheduler.get_last_lr()[0], "hours": elapsed / 3600})
     out_of_time = bool(config.max_hours) and elapsed >= config.max_hours * 3600
     if state["step"] % config.validate_every == 0 and val_set:
-        scores = validate(model, val_set, decode)
+        scores = validate(ema.module if ema is not None else model, val_set, decode)
         logger.log(state["step"], {f"validation/{k}": v for k, v in scores.items() if v is not None})
+        if ema is not None:  # the raw weights' score too, so the EMA's gain is measured, not assumed
+            logger.log(state["step"], {"validation_raw/note/f1": validate(model, val_set, decode)["note/f1"]})
         if scores["note/f1"] > state["best_note_f1"]:
             state.update(best_note_f1=scores["note/f1"], stale=0)
-            save_checkpoint(run / "best.pt", model, optimizer, scheduler, state | {"train_seconds": elapsed})
+            save_checkpoint(run / "best.pt", model, optimizer, scheduler, state | {"train_seconds": elapsed}, ema)
         else:
             state["stale"] += 1
     stop = out_of_time or state["stale"] >= config.patience
     if state["step"] % config.checkpoint_every == 0 or stop:
-        save_checkpoint(run / "latest.pt", model, optimizer, scheduler, state | {"train_seconds": elapsed})
+        save_checkpoint(run / "latest.pt", model, optimizer, scheduler, state | {"train_seconds": elapsed}, ema)
     return stop
 
 

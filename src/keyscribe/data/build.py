@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from keyscribe.config import from_table
 from keyscribe.data.maps import maps_training_recordings
 from keyscribe.data.splits import asap_performances
 from keyscribe.features import FeatureConfig, log_mel
@@ -47,14 +48,7 @@ class DatasetConfig:
     def from_toml(cls, path: str | os.PathLike) -> "DatasetConfig":
         with open(path, "rb") as f:
             raw = tomllib.load(f).get("dataset", {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            from keyscribe.errors import KeyscribeError
-            raise KeyscribeError(f"{path}: unknown [dataset] keys: {', '.join(sorted(unknown))}")
-        if "pianos" in raw:
-            raw["pianos"] = tuple(raw["pianos"])
-        return cls(**raw)
+        return from_table(cls, raw, path, "dataset")
 
 
 @dataclass(frozen=True)
