@@ -370,12 +370,12 @@ def _finish(notes, beats: np.ndarray, db_evidence: np.ndarray, compound: bool | 
 
 # ----------------------------------------------------------------------------------------------- level
 # A conditional-logit choice between the tracked beats, every other beat (two phases) and twice as many
-# beats, learned on 200 ASAP training performances (validation pieces: beat F1 0.608 -> 0.637). Features:
+# beats, learned on 200 ASAP training performances (validation pieces: beat F1 0.608 -> 0.643). Features:
 # log2(bpm/100), its square, log(1 + onsets per beat), fraction of beats on an onset, log salience
 # contrast beats vs midpoints, and the learned beat activation at beats and at midpoints.
-_LEVEL_MU = np.array([0.1216, 0.8698, 2.0769, 0.9045, 0.652, 0.5888, 0.3502, 0.0])
-_LEVEL_SD = np.array([0.9247, 0.9938, 0.5788, 0.1081, 0.6162, 0.152, 0.2309, 1.0])
-_LEVEL_W = np.array([-0.493, -0.168, -1.8017, -0.0242, -0.2555, 1.5018, -0.5089, 0.0])
+_LEVEL_MU = np.array([0.1216, 0.8698, 2.0769, 0.9045, 0.652, 0.6045, 0.3589, 0.0])
+_LEVEL_SD = np.array([0.9247, 0.9938, 0.5788, 0.1081, 0.6162, 0.1719, 0.2477, 1.0])
+_LEVEL_W = np.array([-0.3263, -0.1636, -1.4017, 0.0074, -0.3142, 1.4842, -0.7873, -0.0])
 
 
 def level_candidates(bt: np.ndarray) -> list[np.ndarray]:
