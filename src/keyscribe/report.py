@@ -199,6 +199,9 @@ def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_
     for name, e in entries.items():
         speed = e["maps"]["audio_seconds"] / max(e["maps"]["seconds"], 1e-9)
         lines.append(_row(name, e["maps"]["mean"]) + f" {e['parameters']:,} | {e['steps']} | {e['train_hours']:.2f} | {speed:.0f} |")
+    lines += ["", "steps: optimiser steps (batch size and crop length are in each run's config.json); runs with the "
+              "same data, settings and number of steps form an equal-budget comparison of the variants. training h: "
+              "wall time, on a machine shared with other jobs. x real time: whole-file torch inference, one process."]
     lines += ["", f"## Synthetic validation ({len(validation)} excerpts of held-out pieces, rendered and augmented)", "",
               "| model | frame | note | note+offset | note+offset+velocity | pedal |", "|---|---|---|---|---|---|"]
     lines += [_row(name, e["validation"]["mean"]) for name, e in entries.items()]
