@@ -219,3 +219,19 @@ def test_tiny_and_empty_performances_still_engrave(n, tmp_path):
     paths = write_score(score, tmp_path, "tiny", formats=("musicxml", "png"))
     assert paths["png"][0].is_file()
     assert paths["musicxml"][0].read_text().count("<measure") >= 1
+
+
+def test_beat_training_validates_and_saves_weights_the_tracker_loads(tmp_path, capsys):
+    """Two steps of `train_beats` on the real ASAP training split: the validation pieces are scored,
+    the chosen weights are written, and the numpy tracker runs with them."""
+    pytest.importorskip("torch")
+    from keyscribe.score import beatnet, train_beats
+
+    out = tmp_path / "beatnet.npz"
+    assert train_beats.main(["--steps", "2", "--validate-every", "2", "--out", str(out), "--batch", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "16 validation pieces" in printed and "validation beat F1" in printed and "(saved)" in printed
+    params = beatnet._load(str(out))
+    assert params["inp.weight"].shape == (beatnet.CHANNELS, beatnet.N_IN, 1)
+    perf = Performance(tuple(Note(0.5 * i, 0.5 * i + 0.3, 60 + i % 5, 70) for i in range(40)))
+    assert len(beatnet.estimate_metre_model(params, perf).beats) > 4

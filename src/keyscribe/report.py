@@ -24,7 +24,6 @@ from keyscribe.train import (evaluate_on_excerpts, excerpt_reference, load_model
                              run_decode_config)
 
 
-
 def checkpoint_transcriber(checkpoint: str | os.PathLike, decode: DecodeConfig | None = None,
                            features: FeatureConfig = FeatureConfig()) -> Callable:
     """A function log-mel -> Performance using a training checkpoint (torch, whole file at once), decoded

@@ -189,7 +189,7 @@ def _numpy_params(net) -> dict[str, np.ndarray]:
 
 
 def _save(net, path: str) -> None:
-    state = {k: v.detach().cpu().numpy().astype(np.float16) for k, v in net.state_dict().items()}
+    state = {k: v.astype(np.float16) for k, v in _numpy_params(net).items()}
     tmp = Path(path).with_suffix(".tmp.npz")
     np.savez_compressed(tmp, **state)
     tmp.replace(path)
