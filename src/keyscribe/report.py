@@ -52,7 +52,8 @@ def evaluate_on_recordings(transcribe: Callable, data_dir: str | os.PathLike, *,
 
 
 def tune_decoding(checkpoint: str | os.PathLike, excerpts: list, features: FeatureConfig = FeatureConfig(),
-                  onset_grid=(0.3, 0.4, 0.5, 0.6, 0.7), frame_grid=(0.3, 0.4, 0.5, 0.6)) -> tuple[DecodeConfig, dict]:
+                  onset_grid=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+                  frame_grid=(0.3, 0.4, 0.5, 0.6)) -> tuple[DecodeConfig, dict]:
     """Onset and frame thresholds maximising the mean of note F1 and note-with-offset F1 on synthetic
     validation excerpts (never on the real test recordings). Returns the config and the grid's scores."""
     model = load_model(checkpoint)
