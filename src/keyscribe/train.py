@@ -147,9 +147,10 @@ def evaluate_on_excerpts(transcribe: Callable, excerpts: list[Excerpt], features
                          progress: bool = True) -> dict:
     """`{"mean", "files"}` over rendered excerpts: references from their label rolls (already sustained),
     estimates as `transcribe` decodes them."""
-    files = {ex.id: evaluate_performance(excerpt_reference(ex, features.frame_rate), transcribe(np.asarray(ex.mel, np.float32)),
-                                         pedal_extend=False)
-             for ex in tqdm(excerpts, desc="validation", unit="excerpt", disable=not progress)}
+    files = {}
+    for ex in tqdm(excerpts, desc="validation", unit="excerpt", disable=not progress):
+        estimate = transcribe(np.asarray(ex.mel, np.float32))
+        files[ex.id] = evaluate_performance(excerpt_reference(ex, features.frame_rate), estimate, pedal_extend=False)
     return {"mean": mean_scores(files), "files": files}
 
 
