@@ -113,7 +113,6 @@ def estimate_metre_model(params: dict[str, np.ndarray], perf: Performance):
     bt = B.snap_to_onsets(bt, notes, 0.06)
     if len(bt) < 2:
         return B.estimate_metre_rule(perf)
-    fi = np.clip(np.round(bt * FPS).astype(int), 0, act.shape[1] - 1)
-    db = np.max(np.stack([act[1, np.clip(fi + k, 0, act.shape[1] - 1)] for k in (-1, 0, 1)]), axis=0)
+    db = B.peak_near(act[1], bt, FPS)
     ev = (db - db.mean()) / (db.std() + 1e-9)
     return B._finish(notes, bt, ev, db_prob=db)
