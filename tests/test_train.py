@@ -17,7 +17,7 @@ from keyscribe import report
 from keyscribe.data.shards import load_split
 from keyscribe.errors import KeyscribeError
 from keyscribe.midi import read_midi, write_tsv
-from keyscribe.train import load_configs, load_model, train, validate
+from keyscribe.train import TrainConfig, learning_rate_at, load_configs, load_model, train, validate
 
 CONFIG = Path(__file__).resolve().parents[1] / "src" / "keyscribe" / "configs" / "crgcn.toml"
 EXAMPLES = CONFIG.parents[1] / "examples"
@@ -67,6 +67,30 @@ def test_two_training_steps_from_the_real_config_then_resume(tiny_dataset, tmp_p
     model = load_model(tmp_path / "run" / "latest.pt")
     scores = validate(model, load_split(tiny_dataset, "validation"), decode)
     assert 0.0 <= scores["frame/f1"] <= 1.0
+
+
+def test_learning_rate_steps_down_then_anneals_smoothly_to_the_final_rate():
+    config = TrainConfig(learning_rate=1e-3, lr_step=100, lr_gamma=0.5, anneal_from=250, anneal_steps=100, lr_final=1e-5)
+    assert learning_rate_at(0, config) == 1e-3 and learning_rate_at(99, config) == 1e-3
+    assert learning_rate_at(100, config) == 5e-4 and learning_rate_at(249, config) == 2.5e-4
+    assert learning_rate_at(250, config) == pytest.approx(2.5e-4)  # no jump where the anneal starts
+    rates = [learning_rate_at(step, config) for step in range(250, 351)]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert rates[50] == pytest.approx((2.5e-4 + 1e-5) / 2) and rates[-1] == pytest.approx(1e-5)
+    assert learning_rate_at(10_000, config) == pytest.approx(1e-5)
+    assert learning_rate_at(10_000, TrainConfig(learning_rate=1e-3, lr_step=5000, lr_gamma=0.9)) == pytest.approx(8.1e-4)
+
+
+def test_a_resumed_run_follows_the_schedule_of_the_config_it_resumes_with(tiny_dataset, tmp_path):
+    model_config, train_config, decode = _configs(tiny_dataset, tmp_path / "run", max_steps=2)
+    train(model_config, train_config, decode, progress=False)
+    annealed = replace(train_config, max_steps=4, anneal_from=2, anneal_steps=2, lr_final=1e-6)
+    train(model_config, annealed, decode, progress=False)
+    rows = [line.split(",") for line in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
+    rates = {int(step): float(value) for step, name, value in rows if name == "lr"}
+    assert rates == {1: train_config.learning_rate, 2: train_config.learning_rate,
+                     3: pytest.approx(learning_rate_at(2, annealed)), 4: pytest.approx(learning_rate_at(3, annealed))}
+    assert rates[3] == pytest.approx(rates[2]) and rates[4] < rates[3]  # the anneal starts where the decay was
 
 
 def test_ema_weights_are_saved_as_the_model_and_resume_from_the_raw_ones(tiny_dataset, tmp_path):

@@ -1,6 +1,6 @@
 """`keyscribe train --config FILE`: train a transcription model on a rendered dataset.
 
-Adam with StepLR, BCE or focal loss on onset/offset/frame, velocity regression on onset frames,
+Adam with step decay (then optionally a cosine anneal), BCE or focal loss on onset/offset/frame, velocity regression on onset frames,
 sustain-pedal BCE where the source has a pedal track, L2 weight decay, gradient accumulation and
 clipping (after accumulation, before the step), optional CPU bf16 autocast. Checkpoints `latest.pt`
 every `checkpoint_every` steps and `best.pt` on the best validation note F1; a run resumes from its
@@ -43,8 +43,11 @@ class TrainConfig:
     batch_size: int = 8
     sequence_frames: int = 320
     learning_rate: float = 6e-4
-    lr_step: int = 5000
+    lr_step: int = 5000  # step decay: the rate is multiplied by lr_gamma every lr_step steps ...
     lr_gamma: float = 0.9
+    anneal_from: int = 0  # ... until this step (0: never), then a cosine to lr_final over anneal_steps
+    anneal_steps: int = 10_000
+    lr_final: float = 3e-5
     weight_decay: float = 1e-6
     loss: str = "bce"  # or "focal"
     focal_gamma: float = 2.0
@@ -73,6 +76,16 @@ def load_configs(path: str | os.PathLike) -> tuple[ModelConfig, TrainConfig, Dec
         raw = tomllib.load(f)
     return tuple(from_table(cls, raw.get(table, {}), path, table)  # type: ignore[return-value]
                  for table, cls in (("model", ModelConfig), ("train", TrainConfig), ("decode", DecodeConfig)))
+
+
+def learning_rate_at(step: int, config: TrainConfig) -> float:
+    """The learning rate for optimiser step `step` (0-based): a pure function of the step, so a resumed
+    run follows the config it is resumed with."""
+    if not config.anneal_from or step <= config.anneal_from:
+        return config.learning_rate * config.lr_gamma ** (step // config.lr_step)
+    start = learning_rate_at(config.anneal_from, config)
+    done = min(1.0, (step - config.anneal_from) / max(config.anneal_steps, 1))
+    return config.lr_final + (start - config.lr_final) * 0.5 * (1 + math.cos(math.pi * done))
 
 
 def split_targets(labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -160,14 +173,14 @@ def validate(model: Transcriber, excerpts: list[Excerpt], decode: DecodeConfig,
     return evaluate_on_excerpts(model_transcriber(model, decode, features), excerpts, features, progress=False)["mean"]
 
 
-def save_checkpoint(path: Path, model: Transcriber, optimizer, scheduler, state: dict, ema=None) -> None:
+def save_checkpoint(path: Path, model: Transcriber, optimizer, state: dict, ema=None) -> None:
     """Atomic: written beside, then renamed, so an interrupted save never leaves a broken file.
 
     With an EMA, "model" holds the averaged weights (what evaluation and export use) and "raw_model" the
     optimised ones that training resumes from."""
     raw = model.module if hasattr(model, "module") else model
     payload = {"model_config": raw.config.to_dict(), "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
-               "scheduler": scheduler.state_dict(), "state": state, "torch_rng": torch.get_rng_state()}
+               "state": state, "torch_rng": torch.get_rng_state()}
     if ema is not None:
         payload |= {"model": ema.module.state_dict(), "raw_model": raw.state_dict(), "ema_updates": int(ema.n_averaged)}
     tmp = path.with_suffix(".tmp")
@@ -219,15 +232,9 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
         model = Transcriber(model_config, cooccurrence_from_excerpts(train_set))
     ema = _moving_average(model, config.ema_decay, payload)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
     state = {"step": 0, "best_note_f1": -1.0, "stale": 0, "train_seconds": 0.0}
     if payload:
         optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        if scheduler.base_lrs[0] != config.learning_rate:  # the config's rate wins when a run resumes
-            scheduler.base_lrs = [config.learning_rate] * len(optimizer.param_groups)
-            for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * config.lr_gamma ** (state["step"] // config.lr_step)
         state.update(payload["state"])
         torch.set_rng_state(payload["torch_rng"])
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -256,14 +263,15 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
                 step_losses[k] = step_losses.get(k, 0.0) + v.item() / config.grad_accumulation
         torch.nn.utils.clip_grad_norm_(net.parameters(), config.clip_grad_norm)
         bar.set_postfix(loss=f"{sum(step_losses.values()):.3f}", refresh=False)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(state["step"], config)
         optimizer.step()
-        scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
         state["step"] += 1
         bar.update(1)
         if rank == 0:
-            stop = _after_step(model, optimizer, scheduler, state, step_losses, config, decode, val_set, logger,
+            stop = _after_step(model, optimizer, state, step_losses, config, decode, val_set, logger,
                                state["train_seconds"] + time.time() - start, ema)
         else:
             stop = False
@@ -272,7 +280,7 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
     bar.close()
     if rank == 0:
         state["train_seconds"] += time.time() - start
-        save_checkpoint(latest, model, optimizer, scheduler, state, ema)
+        save_checkpoint(latest, model, optimizer, state, ema)
     return state
 
 
@@ -305,12 +313,12 @@ def _any_rank(flag: bool, world: int) -> bool:
     return bool(tensor.item())
 
 
-def _after_step(model, optimizer, scheduler, state: dict, step_losses: dict, config: TrainConfig,
+def _after_step(model, optimizer, state: dict, step_losses: dict, config: TrainConfig,
                 decode: DecodeConfig, val_set: list[Excerpt], logger: "_Logger", elapsed: float, ema=None) -> bool:
     """Log, validate (the EMA weights when there are any), checkpoint; True when training should stop."""
     run = Path(config.run_dir)
     logger.log(state["step"], {f"loss/{k}": v for k, v in step_losses.items()}
-               | {"lr": scheduler.get_last_lr()[0], "hours": elapsed / 3600})
+               | {"lr": optimizer.param_groups[0]["lr"], "hours": elapsed / 3600})
     out_of_time = bool(config.max_hours) and elapsed >= config.max_hours * 3600
     if state["step"] % config.validate_every == 0 and val_set:
         scores = validate(ema.module if ema is not None else model, val_set, decode)
@@ -319,12 +327,12 @@ def _after_step(model, optimizer, scheduler, state: dict, step_losses: dict, con
             logger.log(state["step"], {"validation_raw/note/f1": validate(model, val_set, decode)["note/f1"]})
         if scores["note/f1"] > state["best_note_f1"]:
             state.update(best_note_f1=scores["note/f1"], stale=0)
-            save_checkpoint(run / "best.pt", model, optimizer, scheduler, state | {"train_seconds": elapsed}, ema)
+            save_checkpoint(run / "best.pt", model, optimizer, state | {"train_seconds": elapsed}, ema)
         else:
             state["stale"] += 1
     stop = out_of_time or state["stale"] >= config.patience
     if state["step"] % config.checkpoint_every == 0 or stop:
-        save_checkpoint(run / "latest.pt", model, optimizer, scheduler, state | {"train_seconds": elapsed}, ema)
+        save_checkpoint(run / "latest.pt", model, optimizer, state | {"train_seconds": elapsed}, ema)
     return stop
 
 
