@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keyscribe.notes import Note, Performance
-from keyscribe.score import beats, engrave, performance_to_score, write_score
+from keyscribe.score import beats, engrave, notenet, performance_to_score, write_score
 from keyscribe.score.hands import split_hands
 
 ASAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "asap"
@@ -235,3 +235,37 @@ def test_beat_training_validates_and_saves_weights_the_tracker_loads(tmp_path, c
     assert params["inp.weight"].shape == (beatnet.CHANNELS, beatnet.N_IN, 1)
     perf = Performance(tuple(Note(0.5 * i, 0.5 * i + 0.3, 60 + i % 5, 70) for i in range(40)))
     assert len(beatnet.estimate_metre_model(params, perf).beats) > 4
+
+
+def test_note_network_training_exports_weights_the_tracker_loads(tmp_path, capsys):
+    """Two steps of `train_notenet` on the real ASAP training split: validation pieces scored, the ONNX
+    export written, and the onnxruntime tracker runs with it and agrees with the torch network."""
+    pytest.importorskip("torch")
+    from keyscribe.score import notenet, train_notenet
+
+    out = tmp_path / "notenet.onnx"
+    assert train_notenet.main(["--steps", "2", "--validate-every", "2", "--out", str(out), "--batch", "2",
+                               "--notes", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "16 validation pieces" in printed and "validation beat F1" in printed and "(saved)" in printed
+    session = notenet._session(str(out))
+    perf = Performance(tuple(Note(0.5 * i, 0.5 * i + 0.3, 60 + i % 5, 70) for i in range(40)))
+    assert len(notenet.estimate_metre_notes(session, perf).beats) > 4
+    probs = notenet.note_probabilities(session, notenet.sorted_notes(perf))
+    assert probs.shape == (2, 40) and np.all((probs > 0) & (probs < 1))
+
+
+def test_note_labels_mark_onsets_near_the_annotated_times():
+    from keyscribe.score.train_notenet import note_labels
+
+    onsets = np.array([0.0, 0.04, 0.26, 0.5, 1.2])
+    assert note_labels(onsets, np.array([0.0, 0.5, 1.0])).tolist() == [1, 1, 0, 1, 0]
+    assert note_labels(onsets, np.array([])).tolist() == [0] * 5
+
+
+def test_note_beat_activation_is_neutral_away_from_onsets_and_follows_notes_near_them():
+    notes = [Note(1.0, 1.2, 60, 80), Note(1.0, 1.2, 64, 80), Note(2.0, 2.2, 62, 80)]
+    act = notenet.beat_activation(notes, np.array([0.2, 0.9, 0.05]), 150)
+    assert act[50] == act[49] == act[52] == 0.9  # two notes at frame 50: the higher probability, +-2 frames
+    assert act[100] == act[98] == 0.05  # a note judged off the beat is not neutral around its onset
+    assert act[0] == act[75] == act[149] == 1.0 / notenet.OBSERVATION_LAMBDA

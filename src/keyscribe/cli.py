@@ -11,6 +11,9 @@ from typing import Callable
 
 from keyscribe.errors import KeyscribeError
 
+# keyscribe.score.beats.METHODS, spelt out so that building the parser imports no numerical code
+BEAT_METHODS = ("auto", "rule", "baseline", "model", "notes")
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -54,9 +57,10 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--formats", default="musicxml,svg,pdf,png",
                    help="comma-separated: musicxml,svg,pdf,png (default: all)")
     p.add_argument("--title", help="title on the score (default: from the file name)")
-    p.add_argument("--beats", choices=("auto", "rule", "baseline", "model"), default="auto",
+    p.add_argument("--beats", choices=BEAT_METHODS, default="auto",
                    help="beat tracker: auto = rule (rule tracker + learned level chooser), "
-                        "baseline (rule tracker alone) or model (the learned TCN)")
+                        "baseline (rule tracker alone), model (the learned frame TCN) or notes (the learned "
+                        "note-sequence network)")
     p.set_defaults(run=_run_score)
 
 
@@ -81,7 +85,7 @@ def _add_score_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score-eval", help="metre/key/notation accuracy on held-out ASAP pieces")
     p.add_argument("--asap", help="ASAP folder (default: ../shared/data/asap)")
     p.add_argument("--split", default="test", choices=("test", "train"))
-    p.add_argument("--beats", choices=("auto", "rule", "baseline", "model"), default="auto")
+    p.add_argument("--beats", choices=BEAT_METHODS, default="auto")
     p.add_argument("--max-per-piece", type=int, default=2, help="performances per piece (default 2)")
     p.add_argument("--limit", type=int, help="evaluate only the first N pieces")
     p.add_argument("--no-notation", action="store_true", help="skip the quantised-onset check")

@@ -431,6 +431,9 @@ def choose_level(notes, bt: np.ndarray, env: np.ndarray | None = None, act: np.n
 
 
 # ----------------------------------------------------------------------------------------------- entry
+METHODS = ("auto", "rule", "baseline", "model", "notes")
+
+
 def estimate_metre(perf: Performance, method: str = "auto") -> Metre:
     """Beats, downbeats and metre of `perf`. method: 'rule' (= 'auto', the default: the rule tracker plus
     the learned metrical-level chooser), 'baseline' (the rule tracker alone) or 'model' (the TCN).
@@ -438,8 +441,8 @@ def estimate_metre(perf: Performance, method: str = "auto") -> Metre:
     'auto' is the rule-based tracker: on held-out ASAP pieces the learned model is not better than it
     (see docs/score/README.md), and on strictly timed input (quantised MIDI) it is less reliable."""
     notes = perf.notes
-    if method not in ("auto", "model", "rule", "baseline"):
-        raise ScoreError(f"unknown beat method {method!r}; choose auto, rule, baseline or model")
+    if method not in METHODS:
+        raise ScoreError(f"unknown beat method {method!r}; choose {', '.join(METHODS)}")
     if len(notes) < 4 or notes[-1].onset_s - notes[0].onset_s < 1.0:
         return steady_metre(perf)
     if method == "model":
@@ -447,11 +450,18 @@ def estimate_metre(perf: Performance, method: str = "auto") -> Metre:
         model = beatnet.load_default()
         if model is None:
             raise ScoreError("the beat model weights are not available")
+    if method == "notes":
+        from keyscribe.score import notenet
+        session = notenet.load_default()
+        if session is None:
+            raise ScoreError("the note beat model weights are not available")
     try:
         if method == "baseline":  # the rule tracker alone, without the learned level chooser
             return estimate_metre_rule(perf, choose=False)
         if method == "model":
             return beatnet.estimate_metre_model(model, perf)
+        if method == "notes":
+            return notenet.estimate_metre_notes(session, perf)
         return estimate_metre_rule(perf)
     except ScoreError:  # no beat found (e.g. a few scattered notes): a steady 120 bpm grid
         return steady_metre(perf)

@@ -20,7 +20,8 @@ from keyscribe.score import asap, beatnet
 from keyscribe.score.io import load_performance
 
 
-def _cache(entries, cache_dir: Path) -> list[dict]:
+def cached_notes(entries, cache_dir: Path) -> list[dict]:
+    """Notes (onset, offset, pitch, velocity, pedal) and annotated beats of each entry, cached as npz."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for e in entries:
@@ -65,7 +66,7 @@ def _crop(d: dict, rng: np.random.Generator, seconds: float):
     return x, y, mask
 
 
-def _validation_set(asap_dir) -> list[tuple]:
+def validation_set(asap_dir) -> list[tuple]:
     """(performance, annotations) of one performance per validation piece."""
     seen, out = set(), []
     for e in asap.entries(asap_dir, split="train"):
@@ -75,15 +76,15 @@ def _validation_set(asap_dir) -> list[tuple]:
     return out
 
 
-def validation_score(params: dict[str, np.ndarray], val: list[tuple]) -> tuple[float, float]:
-    """Mean beat F1 and downbeat F1 (mir_eval, 70 ms) of the full tracker with these weights."""
+def validation_score(val: list[tuple], track) -> tuple[float, float]:
+    """Mean beat F1 and downbeat F1 (mir_eval, 70 ms) of `track` (a performance -> Metre function)."""
     import mir_eval
 
     scores = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for perf, ann in val:
-            metre = beatnet.estimate_metre_model(params, perf)
+            metre = track(perf)
             scores.append((mir_eval.beat.f_measure(ann.beats, metre.beats, 0.07),
                            mir_eval.beat.f_measure(ann.downbeats, metre.downbeats, 0.07)))
     beat, downbeat = np.mean(scores, axis=0)
@@ -141,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     train = [e for e in asap.entries(args.asap, split="train")
              if args.with_validation or not asap.is_validation(e.composer, e.title)]
     assert all(e.split == "train" for e in train)
-    data = _cache(train, Path(args.cache))
+    data = cached_notes(train, Path(args.cache))
     data = [d for d in data if len(d["beats"]) > 4 and len(d["on"]) > 10]
-    val = [] if args.with_validation else _validation_set(args.asap)
+    val = [] if args.with_validation else validation_set(args.asap)
     print(f"{len(data)} training performances, {len(val)} validation pieces, read in {time.time() - t_start:.0f} s",
           flush=True)
     net = build_torch_model()
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             line = f"step {step} loss {np.mean(losses[-args.validate_every:]):.4f} {time.time() - t0:.0f}s"
             if val:
                 net.eval()
-                beat, downbeat = validation_score(_numpy_params(net), val)
+                params = _numpy_params(net)
+                beat, downbeat = validation_score(val, lambda perf: beatnet.estimate_metre_model(params, perf))
                 line += f" validation beat F1 {beat:.3f} downbeat F1 {downbeat:.3f}"
                 if (beat + downbeat) / 2 > best:
                     best = (beat + downbeat) / 2

@@ -1,0 +1,116 @@
+"""A beat / downbeat tracker that reads the performed notes as a sequence (onnxruntime inference).
+
+The frame-based network (`beatnet.py`) sees ~80 s of a piano roll but still fires on every eighth in
+busy textures, so its metrical level follows the texture rather than the notation. This one reads one
+step per note (pitch, chroma, velocity, duration and the log time to the neighbouring onsets), through
+convolutions over neighbouring notes and a two-layer bidirectional GRU over the whole piece, and gives
+each note the probability that its onset is on a beat and on a downbeat (the PM2S idea: Liu et al., 2022).
+The beat probabilities become a 50 fps activation (frames without an onset are neutral) for the same
+bar-pointer HMM as the other trackers; the downbeat probabilities of the notes on the beats feed the same
+bar decoder.
+
+Trained by `keyscribe.score.train_notenet` on the ASAP training split; weights: `notenet.onnx` here.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from keyscribe.notes import Performance
+
+FPS = 50
+N_FEATURES = 18
+WEIGHTS = Path(__file__).with_name("notenet.onnx")
+OBSERVATION_LAMBDA = 16  # the HMM's beat fraction; 1 / lambda is the activation that favours neither state
+DOWNBEAT_PRIOR = 0.25  # downbeat probability of a beat with no note on it
+
+
+def note_features(onsets: np.ndarray, offsets: np.ndarray, pitches: np.ndarray, velocities: np.ndarray) -> np.ndarray:
+    """(N, N_FEATURES) float32, one row per note in the given order (sorted by onset; seconds, MIDI pitch)."""
+    n = len(onsets)
+    x = np.zeros((n, N_FEATURES), np.float32)
+    if n == 0:
+        return x
+    onsets = np.asarray(onsets, float)
+    before = np.diff(onsets, prepend=onsets[0] - 1.0)
+    after = np.diff(onsets, append=onsets[-1] + 1.0)
+    x[:, 0] = (np.asarray(pitches) - 60) / 24.0
+    x[np.arange(n), 1 + np.asarray(pitches) % 12] = 1.0
+    x[:, 13] = np.asarray(velocities) / 127.0
+    x[:, 14] = np.log(np.maximum(np.asarray(offsets) - onsets, 0.01)) / 2.0
+    x[:, 15] = np.log(np.maximum(before, 0.01)) / 2.0
+    x[:, 16] = np.log(np.maximum(after, 0.01)) / 2.0
+    x[:, 17] = before < 0.035  # sounds together with the previous note (a chord)
+    return x
+
+
+def sorted_notes(perf: Performance):
+    return sorted(perf.notes, key=lambda n: (n.onset_s, n.pitch))
+
+
+def performance_features(notes) -> np.ndarray:
+    return note_features(np.array([n.onset_s for n in notes]), np.array([n.offset_s for n in notes]),
+                         np.array([n.pitch for n in notes]), np.array([n.velocity for n in notes]))
+
+
+@lru_cache(maxsize=2)
+def _session(path: str):
+    if not Path(path).is_file():
+        return None
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def load_default():
+    """The shipped network's onnxruntime session (None when the weights are missing)."""
+    return _session(str(WEIGHTS))
+
+
+def note_probabilities(session, notes) -> np.ndarray:
+    """(2, N): per note, the probability that its onset is on a beat and on a downbeat."""
+    x = performance_features(notes)[None]
+    (logits,) = session.run(None, {"notes": x})
+    return 1.0 / (1.0 + np.exp(-logits[0].T))
+
+
+def beat_activation(notes, beat_probs: np.ndarray, n_frames: int, spread: int = 2) -> np.ndarray:
+    """(n_frames,) beat activation at FPS: frames within `spread` of an onset take the highest probability
+    of those notes (so the HMM cannot dodge a note's verdict by a frame); frames far from any onset are
+    neutral (1 / OBSERVATION_LAMBDA: the HMM's beat and non-beat states score them alike)."""
+    act = np.full(n_frames, 1.0 / OBSERVATION_LAMBDA)
+    onset_frames = np.round(np.array([n.onset_s for n in notes]) * FPS).astype(int)
+    frames = np.clip(onset_frames[:, None] + np.arange(-spread, spread + 1), 0, n_frames - 1)  # (N, window)
+    act[np.unique(frames)] = 0.0
+    np.maximum.at(act, frames.ravel(), np.repeat(beat_probs, frames.shape[1]))
+    return act
+
+
+def downbeat_probabilities(notes, probs: np.ndarray, beats: np.ndarray, tolerance: float = 0.05) -> np.ndarray:
+    """Per beat (s): the highest downbeat probability of the notes within `tolerance`, else DOWNBEAT_PRIOR."""
+    onsets = np.array([n.onset_s for n in notes])
+    out = np.full(len(beats), DOWNBEAT_PRIOR)
+    for i, t in enumerate(beats):
+        near = np.abs(onsets - t) <= tolerance
+        if near.any():
+            out[i] = probs[1][near].max()
+    return out
+
+
+def estimate_metre_notes(session, perf: Performance):
+    """Beats, downbeats and metre from the note network's probabilities."""
+    from keyscribe.score import beats as B
+
+    notes = sorted_notes(perf)
+    probs = note_probabilities(session, notes)
+    act = beat_activation(notes, probs[0], int(max(n.offset_s for n in notes) * FPS) + 2)
+    bt = B.dbn_beats(act, FPS, observation_lambda=OBSERVATION_LAMBDA)
+    bt = B.snap_to_onsets(B._trim_to_notes(bt, notes, 0.0), notes, 0.06)
+    if len(bt) < 2:
+        return B.estimate_metre_rule(perf)
+    db = downbeat_probabilities(notes, probs, bt)
+    return B._finish(notes, bt, (db - db.mean()) / (db.std() + 1e-9), db_prob=db)

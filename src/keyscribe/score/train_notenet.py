@@ -1,0 +1,157 @@
+"""Train the note-sequence beat/downbeat network (`notenet.py`) on the ASAP training split.
+
+    python -m keyscribe.score.train_notenet --steps 20000 --out src/keyscribe/score/notenet.onnx
+
+CPU, one thread. Held-out pieces (`asap.split_of(...) == 'test'`) are never read; the validation pieces
+(`asap.is_validation`) are kept out of training and choose the saved weights: every `--validate-every`
+steps the whole tracker runs on one performance of each, and the weights with the best mean of beat and
+downbeat F1 are exported to `--out` (ONNX). Needs torch and onnx (the `train` extra).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from keyscribe.score import asap, notenet
+from keyscribe.score.train_beats import cached_notes, validation_set, validation_score
+
+LABEL_TOLERANCE_S = 0.05  # a note is "on the beat" when its onset is this close to an annotated beat
+
+
+def note_labels(onsets: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """1.0 for each onset within LABEL_TOLERANCE_S of one of `times` (s), else 0.0."""
+    if len(times) == 0:
+        return np.zeros(len(onsets), np.float32)
+    j = np.clip(np.searchsorted(times, onsets), 1, max(len(times) - 1, 1))
+    gap = np.minimum(np.abs(times[j] - onsets), np.abs(times[j - 1] - onsets))
+    return (gap <= LABEL_TOLERANCE_S).astype(np.float32)
+
+
+def _sorted(d: dict) -> dict:
+    order = np.lexsort((d["pitch"], d["on"]))
+    return {**{k: d[k][order] for k in ("on", "off", "pitch", "vel")}, "beats": d["beats"], "downbeats": d["downbeats"]}
+
+
+def _crop(d: dict, rng: np.random.Generator, length: int):
+    """Features, labels and mask of `length` consecutive notes, with tempo, pitch and loudness changed."""
+    start = int(rng.integers(0, max(len(d["on"]) - length, 0) + 1))
+    sl = slice(start, start + length)
+    stretch = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+    on, off = d["on"][sl], d["off"][sl]
+    x = notenet.note_features(on * stretch, off * stretch, np.clip(d["pitch"][sl] + int(rng.integers(-4, 5)), 21, 108),
+                              np.clip(d["vel"][sl] * rng.uniform(0.75, 1.25), 1, 127))
+    y = np.stack([note_labels(on, d["beats"]), note_labels(on, d["downbeats"])], axis=1)
+    # notes before the first or after the last annotated beat are not labelled
+    mask = ((on >= d["beats"][0] - 0.1) & (on <= d["beats"][-1] + 0.1)).astype(np.float32)
+    pad = length - len(on)
+    if pad:
+        x, y, mask = np.pad(x, ((0, pad), (0, 0))), np.pad(y, ((0, pad), (0, 0))), np.pad(mask, (0, pad))
+    return x, y, mask
+
+
+def build_torch_model(hidden: int = 64):
+    import torch
+    from torch import nn
+
+    class NoteNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(notenet.N_FEATURES, hidden)
+            self.conv = nn.Sequential(nn.Conv1d(hidden, hidden, 5, padding=2), nn.ELU(),
+                                      nn.Conv1d(hidden, hidden, 5, padding=2), nn.ELU())
+            self.gru = nn.GRU(hidden, hidden, num_layers=2, batch_first=True, bidirectional=True, dropout=0.1)
+            self.out = nn.Linear(2 * hidden, 2)
+
+        def forward(self, x):  # (B, N, F) -> (B, N, 2) logits
+            h = nn.functional.elu(self.inp(x))
+            h = h + self.conv(h.transpose(1, 2)).transpose(1, 2)
+            return self.out(self.gru(h)[0])
+
+    torch.manual_seed(0)
+    return NoteNet()
+
+
+class TorchSession:
+    """The onnxruntime session's `run` interface over the torch network, for validation while training."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def run(self, _outputs, feeds):
+        import torch
+
+        with torch.inference_mode():
+            return [self.net(torch.from_numpy(feeds["notes"])).numpy()]
+
+
+def export(net, path: str | Path) -> None:
+    """ONNX with dynamic batch and note axes, written beside and renamed."""
+    import torch
+
+    net.eval()
+    tmp = Path(path).with_suffix(".tmp.onnx")
+    torch.onnx.export(net, (torch.zeros(1, 16, notenet.N_FEATURES),), str(tmp), input_names=["notes"],
+                      output_names=["logits"], dynamic_axes={"notes": {0: "batch", 1: "notes"},
+                                                             "logits": {0: "batch", 1: "notes"}},
+                      opset_version=17, do_constant_folding=True, dynamo=False)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--asap", default=None)
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--validate-every", type=int, default=1000)
+    ap.add_argument("--out", default=str(notenet.WEIGHTS))
+    ap.add_argument("--cache", default="/tmp/keyscribe_beat_cache")
+    ap.add_argument("--notes", type=int, default=400, help="notes per training sequence")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    t_start = time.time()
+    train = [e for e in asap.entries(args.asap, split="train") if not asap.is_validation(e.composer, e.title)]
+    assert all(e.split == "train" for e in train)
+    data = [_sorted(d) for d in cached_notes(train, Path(args.cache)) if len(d["beats"]) > 4 and len(d["on"]) > 10]
+    val = validation_set(args.asap)
+    print(f"{len(data)} training performances, {len(val)} validation pieces, read in {time.time() - t_start:.0f} s",
+          flush=True)
+    net = build_torch_model()
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    rng = np.random.default_rng(0)
+    pos_w = torch.tensor([1.0, 2.0])
+    t0, losses, best = time.time(), [], -1.0
+    for step in range(1, args.steps + 1):
+        for g in opt.param_groups:  # a tenth of the rate for the last fifth of the steps
+            g["lr"] = args.lr * (0.1 if step > 0.8 * args.steps else 1.0)
+        batch = [_crop(data[int(rng.integers(len(data)))], rng, args.notes) for _ in range(args.batch)]
+        x, y, m = (torch.from_numpy(np.stack([b[i] for b in batch])) for i in range(3))
+        net.train()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y, pos_weight=pos_w, reduction="none")
+        loss = (loss * m[..., None]).sum() / (m.sum() * 2 + 1e-6)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if step % args.validate_every == 0 or step == args.steps:
+            net.eval()
+            beat, downbeat = validation_score(val, lambda perf: notenet.estimate_metre_notes(TorchSession(net), perf))
+            line = (f"step {step} loss {np.mean(losses[-args.validate_every:]):.4f} {time.time() - t0:.0f}s "
+                    f"validation beat F1 {beat:.3f} downbeat F1 {downbeat:.3f}")
+            if (beat + downbeat) / 2 > best:
+                best = (beat + downbeat) / 2
+                export(net, args.out)
+                line += " (saved)"
+            print(line, flush=True)
+    print(f"done: {args.steps} steps in {time.time() - t0:.0f} s, best weights in {args.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
