@@ -263,9 +263,9 @@ def test_note_labels_mark_onsets_near_the_annotated_times():
     assert note_labels(onsets, np.array([])).tolist() == [0] * 5
 
 
-def test_note_beat_activation_is_neutral_away_from_onsets_and_follows_notes_near_them():
+def test_note_beat_activation_takes_each_onset_frame_from_its_notes():
     notes = [Note(1.0, 1.2, 60, 80), Note(1.0, 1.2, 64, 80), Note(2.0, 2.2, 62, 80)]
-    act = notenet.beat_activation(notes, np.array([0.2, 0.9, 0.05]), 150)
-    assert act[50] == act[49] == act[52] == 0.9  # two notes at frame 50: the higher probability, +-2 frames
-    assert act[100] == act[98] == 0.05  # a note judged off the beat is not neutral around its onset
-    assert act[0] == act[75] == act[149] == 1.0 / notenet.OBSERVATION_LAMBDA
+    act = notenet.beat_activation(notes, np.array([0.2, 0.9, 0.001]), 150)
+    assert act[50] == 0.9  # two notes at frame 50: the higher probability
+    assert act[100] == 0.001  # a note judged off the beat counts against a beat there
+    assert act[0] == act[49] == act[75] == act[149] == notenet.NO_ONSET_ACTIVATION
