@@ -58,7 +58,7 @@ def test_constant_tempo_gets_its_tempo():
         assert np.all(np.abs(ibi - 60.0 / bpm) < 0.03)
 
 
-@pytest.mark.parametrize("method", ["rule", "model"])
+@pytest.mark.parametrize("method", ["rule", "model", "notes"])
 def test_trackers_follow_a_steady_beat(method):
     for bpm in (90.0, 120.0):
         metre = beats.estimate_metre(march(bpm), method=method)

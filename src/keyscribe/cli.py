@@ -58,9 +58,8 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated: musicxml,svg,pdf,png (default: all)")
     p.add_argument("--title", help="title on the score (default: from the file name)")
     p.add_argument("--beats", choices=BEAT_METHODS, default="auto",
-                   help="beat tracker: auto = rule (rule tracker + learned level chooser), "
-                        "baseline (rule tracker alone), model (the learned frame TCN) or notes (the learned "
-                        "note-sequence network)")
+                   help="beat tracker: auto = notes (the learned note-sequence network), rule (rule tracker + "
+                        "learned level chooser), baseline (rule tracker alone) or model (the learned frame TCN)")
     p.set_defaults(run=_run_score)
 
 
