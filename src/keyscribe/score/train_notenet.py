@@ -1,6 +1,6 @@
 """Train the note-sequence beat/downbeat network (`notenet.py`) on the ASAP training split.
 
-    python -m keyscribe.score.train_notenet --steps 20000 --out src/keyscribe/score/notenet.onnx
+    python -m keyscribe.score.train_notenet --steps 9000 --out src/keyscribe/score/notenet.onnx
 
 CPU, one thread. Held-out pieces (`asap.split_of(...) == 'test'`) are never read; the validation pieces
 (`asap.is_validation`) are kept out of training and choose the saved weights: every `--validate-every`
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--asap", default=None)
-    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--steps", type=int, default=9000)
     ap.add_argument("--validate-every", type=int, default=1000)
     ap.add_argument("--out", default=str(notenet.WEIGHTS))
     ap.add_argument("--cache", default="/tmp/keyscribe_beat_cache")
