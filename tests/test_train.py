@@ -155,3 +155,12 @@ def test_report_scores_a_checkpoint_on_recordings_and_tunes_on_excerpts(tiny_dat
     tuned, grid = report.tune_decoding(tmp_path / "run" / "best.pt", load_split(tiny_dataset, "validation"))
     assert f"{tuned.onset_threshold}/{tuned.frame_threshold}" in grid
     assert grid[f"{tuned.onset_threshold}/{tuned.frame_threshold}"] == max(grid.values())
+
+
+@pytest.mark.parametrize("name", ["crgcn", "crgcn-wide", "cnn_rnn", "cnn_rnn_mlp"])
+def test_every_training_config_loads_and_builds_its_model(name):
+    from keyscribe.model import Transcriber
+
+    model_config, train_config, _ = load_configs(CONFIG.with_name(f"{name}.toml"))
+    assert model_config.variant in name and train_config.anneal_from == 25000
+    assert Transcriber(model_config)(torch.zeros(1, 8, model_config.n_mels))["onset"].shape == (1, 8, 88)
