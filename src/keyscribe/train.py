@@ -4,8 +4,8 @@ Adam with step decay (then optionally a cosine anneal), BCE or focal loss on ons
 velocity regression on onset frames, sustain-pedal BCE where the source has a pedal track, L2 weight
 decay, gradient accumulation and clipping (after accumulation, before the step), optional CPU bf16
 autocast. Checkpoints `latest.pt` every `checkpoint_every` steps and `best.pt` on the best validation
-note F1; a run resumes from its `latest.pt`. With `torchrun --nproc-per-node N`, trains with DistributedDataParallel (gloo on CPU,
-nccl on CUDA); rank 0 logs, validates and checkpoints.
+note F1; a run resumes from its `latest.pt`. With `torchrun --nproc-per-node N`, trains with
+DistributedDataParallel (gloo on CPU, nccl on CUDA); rank 0 logs, validates and checkpoints.
 """
 from __future__ import annotations
 
