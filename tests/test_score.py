@@ -269,3 +269,9 @@ def test_note_beat_activation_takes_each_onset_frame_from_its_notes():
     assert act[50] == 0.9  # two notes at frame 50: the higher probability
     assert act[100] == 0.001  # a note judged off the beat counts against a beat there
     assert act[0] == act[49] == act[75] == act[149] == notenet.NO_ONSET_ACTIVATION
+
+
+def test_cli_beat_methods_are_the_trackers_methods():
+    from keyscribe.cli import BEAT_METHODS
+
+    assert BEAT_METHODS == beats.METHODS

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from keyscribe.notes import Performance
-
-FPS = 50
+from keyscribe.score.beats import FPS
 N_FEATURES = 18
 WEIGHTS = Path(__file__).with_name("notenet.onnx")
 OBSERVATION_LAMBDA = 16  # the HMM's beat fraction; an activation of 1 / lambda favours neither state

@@ -66,6 +66,25 @@ def _crop(d: dict, rng: np.random.Generator, seconds: float):
     return x, y, mask
 
 
+def training_data(asap_dir, cache_dir: Path, with_validation: bool = False) -> tuple[list[dict], list[tuple]]:
+    """Cached notes of the ASAP training performances (validation pieces left out unless
+    `with_validation`; held-out pieces never read) and the validation set (empty with them in)."""
+    t_start = time.time()
+    train = [e for e in asap.entries(asap_dir, split="train")
+             if with_validation or not asap.is_validation(e.composer, e.title)]
+    assert all(e.split == "train" for e in train)
+    data = [d for d in cached_notes(train, cache_dir) if len(d["beats"]) > 4 and len(d["on"]) > 10]
+    val = [] if with_validation else validation_set(asap_dir)
+    print(f"{len(data)} training performances, {len(val)} validation pieces, read in {time.time() - t_start:.0f} s",
+          flush=True)
+    return data, val
+
+
+def late_decay_rate(base: float, step: int, steps: int) -> float:
+    """`base`, then a tenth of it for the last fifth of the steps."""
+    return base * (0.1 if step > 0.8 * steps else 1.0)
+
+
 def validation_set(asap_dir) -> list[tuple]:
     """(performance, annotations) of one performance per validation piece."""
     seen, out = set(), []
@@ -138,15 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also train on the validation pieces (then the last weights are saved)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    t_start = time.time()
-    train = [e for e in asap.entries(args.asap, split="train")
-             if args.with_validation or not asap.is_validation(e.composer, e.title)]
-    assert all(e.split == "train" for e in train)
-    data = cached_notes(train, Path(args.cache))
-    data = [d for d in data if len(d["beats"]) > 4 and len(d["on"]) > 10]
-    val = [] if args.with_validation else validation_set(args.asap)
-    print(f"{len(data)} training performances, {len(val)} validation pieces, read in {time.time() - t_start:.0f} s",
-          flush=True)
+    data, val = training_data(args.asap, Path(args.cache), args.with_validation)
     net = build_torch_model()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     rng = np.random.default_rng(0)
@@ -154,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     losses, best = [], -1.0
     for step in range(1, args.steps + 1):
-        for g in opt.param_groups:  # a tenth of the rate for the last fifth of the steps
-            g["lr"] = 2e-3 * (0.1 if step > 0.8 * args.steps else 1.0)
+        for g in opt.param_groups:
+            g["lr"] = late_decay_rate(2e-3, step, args.steps)
         batch = [_crop(data[int(rng.integers(len(data)))], rng, args.crop) for _ in range(args.batch)]
         x = torch.from_numpy(np.stack([b[0] for b in batch]))
         y = torch.from_numpy(np.stack([b[1] for b in batch]))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keyscribe.score import asap, notenet
-from keyscribe.score.train_beats import cached_notes, validation_set, validation_score
+from keyscribe.score import notenet
+from keyscribe.score.train_beats import late_decay_rate, training_data, validation_score
 
 LABEL_TOLERANCE_S = 0.05  # a note is "on the beat" when its onset is this close to an annotated beat
 
@@ -114,21 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    t_start = time.time()
-    train = [e for e in asap.entries(args.asap, split="train") if not asap.is_validation(e.composer, e.title)]
-    assert all(e.split == "train" for e in train)
-    data = [_sorted(d) for d in cached_notes(train, Path(args.cache)) if len(d["beats"]) > 4 and len(d["on"]) > 10]
-    val = validation_set(args.asap)
-    print(f"{len(data)} training performances, {len(val)} validation pieces, read in {time.time() - t_start:.0f} s",
-          flush=True)
+    data, val = training_data(args.asap, Path(args.cache))
+    data = [_sorted(d) for d in data]
     net = build_torch_model()
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     rng = np.random.default_rng(0)
     pos_w = torch.tensor([1.0, 2.0])
     t0, losses, best = time.time(), [], -1.0
     for step in range(1, args.steps + 1):
-        for g in opt.param_groups:  # a tenth of the rate for the last fifth of the steps
-            g["lr"] = args.lr * (0.1 if step > 0.8 * args.steps else 1.0)
+        for g in opt.param_groups:
+            g["lr"] = late_decay_rate(args.lr, step, args.steps)
         batch = [_crop(data[int(rng.integers(len(data)))], rng, args.notes) for _ in range(args.batch)]
         x, y, m = (torch.from_numpy(np.stack([b[i] for b in batch])) for i in range(3))
         net.train()
