@@ -7,7 +7,7 @@ import mir_eval
 import numpy as np
 import pytest
 
-from keyscribe.evaluate import evaluate_folders, evaluate_performance
+from keyscribe.evaluate import error_types, evaluate_folders, evaluate_performance, per_key_counts
 from keyscribe.midi import read_tsv, write_midi, write_tsv
 from keyscribe.notes import Note, PedalInterval, Performance
 
@@ -110,3 +110,31 @@ def test_cli_bad_folder_is_one_line_error(tmp_path):
     proc = _cli("evaluate", "--ref", str(tmp_path / "nope"), "--est", str(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_error_types_sort_each_wrong_note_into_its_kind():
+    ref = Performance((Note(1.0, 2.0, 60, 80), Note(1.0, 1.5, 64, 80), Note(3.0, 4.0, 67, 80),
+                       Note(5.0, 6.0, 50, 80)))
+    est = Performance((Note(1.02, 2.0, 60, 80),  # matched, 20 ms late
+                       Note(1.0, 1.5, 72, 80),  # an octave above the reference C4: harmonic heard as a note
+                       Note(1.6, 2.0, 60, 80),  # C4 struck again while the reference C4 is held
+                       Note(3.1, 4.0, 67, 80),  # G4 100 ms late: missed at 50 ms, mistimed
+                       Note(8.0, 8.5, 90, 80)))  # nothing near
+    counts, deviations = error_types(ref, est)
+    assert counts == {"matched": 1, "missed": 3, "mistimed": 1, "extra_octave": 1, "extra_repeat": 1,
+                      "extra_other": 1}
+    # the late G4 is counted once, as mistimed, not also as a repeated G4
+    assert sorted(np.round(deviations, 3)) == [0.02, 0.1]
+
+
+def test_error_types_and_per_key_counts_agree_and_handle_empty_sides():
+    ref = Performance(tuple(Note(0.5 * i, 0.5 * i + 0.4, 40 + i, 70) for i in range(10)))
+    est = Performance(tuple(Note(0.5 * i + 0.01, 0.5 * i + 0.4, 40 + i + (i % 3 == 0), 70) for i in range(10)))
+    counts, _ = error_types(ref, est)
+    keys = per_key_counts(ref, est)
+    assert counts["matched"] == keys[0].sum() == 6
+    assert counts["missed"] == keys[2].sum() == 4
+    assert sum(counts[k] for k in ("extra_octave", "extra_repeat", "extra_other")) == keys[1].sum() == 4
+    empty, dev = error_types(ref, Performance(()))
+    assert empty["missed"] == 10 and dev.size == 0
+    assert error_types(Performance(()), est)[0]["extra_other"] == 10

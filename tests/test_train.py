@@ -152,6 +152,10 @@ def test_report_scores_a_checkpoint_on_recordings_and_tunes_on_excerpts(tiny_dat
     assert list(result["files"]) == ["example"] and result["audio_seconds"] > 10
     assert 0.0 <= result["mean"]["note/f1"] <= 1.0 and np.asarray(result["per_key"]).shape == (3, 88)
     assert np.asarray(result["per_key"])[[0, 2]].sum() == len(read_midi(EXAMPLES / "example.mid").notes)  # TP + FN
+    kinds = result["error_types"]
+    assert kinds["matched"] == np.asarray(result["per_key"])[0].sum() and kinds["missed"] >= kinds["mistimed"]
+    table = report._error_table({"m": {"maps": result}}, "maps")
+    assert len(table) == 3 and table[2].startswith(f"| m | {kinds['matched']} | {kinds['missed']} |")
     tuned, grid = report.tune_decoding(tmp_path / "run" / "best.pt", load_split(tiny_dataset, "validation"))
     assert f"{tuned.onset_threshold}/{tuned.frame_threshold}" in grid
     assert grid[f"{tuned.onset_threshold}/{tuned.frame_threshold}"] == max(grid.values())

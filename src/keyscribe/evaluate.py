@@ -18,7 +18,7 @@ import numpy as np
 from keyscribe.errors import LabelError
 from keyscribe.labels import notes_to_rolls
 from keyscribe.midi import LABEL_SUFFIXES, read_labels
-from keyscribe.notes import MIN_PITCH, Performance, notes_to_arrays
+from keyscribe.notes import MIN_PITCH, N_KEYS, Performance, notes_to_arrays
 
 EVAL_FRAME_RATE = 100.0  # frames per second of the frame-level grid, independent of the model's
 METRICS = ("frame", "note", "note_offset", "note_offset_velocity", "pedal")
@@ -100,6 +100,72 @@ def evaluate_performance(ref: Performance, est: Performance, *, pedal_extend: bo
     if ref.pedals and est.pedals:
         scores.update(pedal_metrics(ref, est, config))
     return scores
+
+
+def per_key_counts(ref: Performance, est: Performance, onset_tolerance_s: float = 0.05) -> np.ndarray:
+    """(3, 88) true positive, false positive and false negative note onsets per key."""
+    ref_iv, ref_p, _ = notes_to_arrays(ref.notes)
+    est_iv, est_p, _ = notes_to_arrays(est.notes)
+    counts = np.zeros((3, N_KEYS), np.int64)
+    ref_hit = np.zeros(len(ref_p), bool)
+    est_hit = np.zeros(len(est_p), bool)
+    for i, j in _matches(ref_iv, ref_p, est_iv, est_p, onset_tolerance_s):
+        ref_hit[i] = est_hit[j] = True
+    np.add.at(counts[0], ref_p[ref_hit] - MIN_PITCH, 1)
+    np.add.at(counts[1], est_p[~est_hit] - MIN_PITCH, 1)
+    np.add.at(counts[2], ref_p[~ref_hit] - MIN_PITCH, 1)
+    return counts
+
+
+ERROR_TYPES = ("matched", "missed", "mistimed", "extra_octave", "extra_repeat", "extra_other")
+
+
+def error_types(ref: Performance, est: Performance, onset_tolerance_s: float = 0.05,
+                timing_window_s: float = 0.15) -> tuple[dict[str, int], np.ndarray]:
+    """Note-onset errors by kind, and the onset deviations (s, estimate minus reference) of the notes
+    matched within `timing_window_s` (a wider window, so a constant lag shows whole).
+
+    mistimed: a reference note missed at `onset_tolerance_s` but matched within `timing_window_s` (it is
+    also counted as missed; its estimate is one extra note, counted only here). The other extra notes:
+    `octave` when a reference onset an octave away is within the tolerance (harmonics heard as notes),
+    `repeat` when a reference note of the same key is still held (a sustained note struck again), else
+    `other`."""
+    ref_iv, ref_p, _ = notes_to_arrays(ref.notes)
+    est_iv, est_p, _ = notes_to_arrays(est.notes)
+    strict, wide = (_matches(ref_iv, ref_p, est_iv, est_p, tol) for tol in (onset_tolerance_s, timing_window_s))
+    ref_hit = np.isin(np.arange(len(ref_p)), [i for i, _ in strict])
+    est_hit = np.isin(np.arange(len(est_p)), [j for _, j in strict])
+    counts = dict.fromkeys(ERROR_TYPES, 0)
+    counts["matched"] = int(ref_hit.sum())
+    counts["missed"] = int((~ref_hit).sum())
+    mistimed = [j for i, j in wide if not ref_hit[i] and not est_hit[j]]
+    counts["mistimed"] = len(mistimed)
+    for j in np.setdiff1d(np.flatnonzero(~est_hit), mistimed):
+        near = np.abs(ref_iv[:, 0] - est_iv[j, 0]) <= onset_tolerance_s
+        if np.any(near & (np.abs(ref_p - est_p[j]) == 12)):
+            counts["extra_octave"] += 1
+        elif np.any((ref_p == est_p[j]) & (ref_iv[:, 0] < est_iv[j, 0]) & (ref_iv[:, 1] > est_iv[j, 0])):
+            counts["extra_repeat"] += 1
+        else:
+            counts["extra_other"] += 1
+    deviations = np.array([est_iv[j, 0] - ref_iv[i, 0] for i, j in wide])
+    return counts, deviations
+
+
+def _matches(ref_iv, ref_p, est_iv, est_p, onset_tolerance_s: float) -> list[tuple[int, int]]:
+    if not (len(ref_p) and len(est_p)):
+        return []
+    return mir_eval.transcription.match_notes(ref_iv, _midi_to_hz(ref_p), est_iv, _midi_to_hz(est_p), onset_tolerance=onset_tolerance_s,
+                                              offset_ratio=None)
+
+
+def summarise_errors(per_file: list[tuple[dict[str, int], np.ndarray]]) -> dict:
+    """`{"error_types": totals, "onset_timing": {"median_s", "iqr_s"}}` over `error_types` results."""
+    totals = {k: int(sum(counts[k] for counts, _ in per_file)) for k in ERROR_TYPES}
+    deviations = np.concatenate([d for _, d in per_file]) if per_file else np.zeros(0)
+    timing = {"median_s": float(np.median(deviations)) if deviations.size else None,
+              "iqr_s": [float(q) for q in np.percentile(deviations, [25, 75])] if deviations.size else None}
+    return {"error_types": totals, "onset_timing": timing}
 
 
 def pair_files(ref_dir: str | os.PathLike, est_dir: str | os.PathLike) -> list[tuple[Path, Path]]:

@@ -29,7 +29,7 @@ from keyscribe.config import from_table
 from keyscribe.data.shards import Excerpt, cooccurrence_from_excerpts, load_split, random_batch
 from keyscribe.decode import DecodeConfig, decode_notes, decode_pedals
 from keyscribe.errors import KeyscribeError
-from keyscribe.evaluate import evaluate_performance, mean_scores
+from keyscribe.evaluate import error_types, evaluate_performance, mean_scores, summarise_errors
 from keyscribe.features import FeatureConfig
 from keyscribe.labels import roll_to_pedals, rolls_to_notes
 from keyscribe.model import HEADS, ModelConfig, Transcriber, count_parameters
@@ -158,13 +158,15 @@ def model_transcriber(model: Transcriber, decode: DecodeConfig, features: Featur
 
 def evaluate_on_excerpts(transcribe: Callable, excerpts: list[Excerpt], features: FeatureConfig = FeatureConfig(),
                          progress: bool = True) -> dict:
-    """`{"mean", "files"}` over rendered excerpts: references from their label rolls (already sustained),
-    estimates as `transcribe` decodes them."""
-    files = {}
+    """`{"mean", "files", "error_types", "onset_timing"}` over rendered excerpts: references from their
+    label rolls (already sustained), estimates as `transcribe` decodes them."""
+    files, errors = {}, []
     for ex in tqdm(excerpts, desc="validation", unit="excerpt", disable=not progress):
         estimate = transcribe(np.asarray(ex.mel, np.float32))
-        files[ex.id] = evaluate_performance(excerpt_reference(ex, features.frame_rate), estimate, pedal_extend=False)
-    return {"mean": mean_scores(files), "files": files}
+        reference = excerpt_reference(ex, features.frame_rate)
+        files[ex.id] = evaluate_performance(reference, estimate, pedal_extend=False)
+        errors.append(error_types(reference, estimate))
+    return {"mean": mean_scores(files), "files": files, **summarise_errors(errors)}
 
 
 def validate(model: Transcriber, excerpts: list[Excerpt], decode: DecodeConfig,
