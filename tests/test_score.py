@@ -212,6 +212,37 @@ def test_cli_score_eval_one_piece(tmp_path, capsys):
     assert "beat_f1" in capsys.readouterr().out
 
 
+def test_cli_score_eval_from_audio_scores_the_transcribed_notes(tmp_path, capsys):
+    """--from-audio: the performance rendered on a piano, transcribed by the shipped model, and the score
+    engine run on what was heard; the transcription is cached and the second run reads it back."""
+    import json
+
+    from keyscribe.cli import main
+    from keyscribe.data.render import PIANOS
+    from keyscribe.midi import read_midi
+    from keyscribe.score import asap
+    from keyscribe.score.io import load_performance
+
+    if not PIANOS["fluidr3-grand"].is_installed():
+        pytest.skip("the FluidR3 soundfont is not installed (scripts/setup-system.sh)")
+    args = ["score-eval", "--limit", "1", "--max-per-piece", "1", "--from-audio", "fluidr3-grand",
+            "--audio-cache", str(tmp_path / "cache")]
+    assert main([*args, "--json", str(tmp_path / "a.json")]) == 0
+    (cached,) = (tmp_path / "cache" / "fluidr3-grand").rglob("*.mid")
+    heard = read_midi(cached)
+    result = json.loads((tmp_path / "a.json").read_text())
+    row = result["per_performance"][0]
+    (entry,) = [e for e in asap.entries(None, split="test") if e.name == row["name"]]
+    played = load_performance(entry.performance)
+    assert result["input"].startswith("rendered on fluidr3-grand, transcribed by keyscribe-")
+    assert heard.notes != played.notes and 0.7 * len(played.notes) < len(heard.notes) < 1.3 * len(played.notes)
+    assert result["summary"]["beat_f1"] > 0.5 and result["summary"]["onset_oracle"] > 0.7
+    assert "input: rendered on fluidr3-grand" in capsys.readouterr().out
+    cached.write_bytes(b"")  # a cache hit must not render again: an empty file does not parse
+    assert main([*args, "--json", str(tmp_path / "b.json")]) != 0
+    assert "not a readable MIDI file" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("n", [0, 1, 3])
 def test_tiny_and_empty_performances_still_engrave(n, tmp_path):
     perf = Performance(tuple(Note(0.5 * i, 0.5 * i + 0.4, 60 + 2 * i) for i in range(n)))
@@ -261,6 +292,30 @@ def test_note_labels_mark_onsets_near_the_annotated_times():
     onsets = np.array([0.0, 0.04, 0.26, 0.5, 1.2])
     assert note_labels(onsets, np.array([0.0, 0.5, 1.0])).tolist() == [1, 1, 0, 1, 0]
     assert note_labels(onsets, np.array([])).tolist() == [0] * 5
+
+
+def test_note_network_crops_keep_labels_with_their_notes_under_transcription_errors():
+    """Augmented crops: notes dropped, added and jittered, the tempo drifting, yet each note is labelled
+    by the time it was played, so a strict-time piece's notes on the beat stay labelled on the beat."""
+    from keyscribe.score.train_notenet import _crop, _sorted, _tempo_drift
+
+    beat = 0.5
+    on = np.arange(200) * beat / 2  # eighth notes: every other one on the beat
+    d = _sorted({"on": on, "off": on + 0.2, "pitch": np.full(200, 60) + np.arange(200) % 7,
+                 "vel": np.full(200, 70.0), "beats": np.arange(100) * beat, "downbeats": np.arange(25) * 4 * beat})
+    rng = np.random.default_rng(0)
+    clean_x, clean_y, clean_m = _crop(d, rng, 64, augment=False)
+    assert clean_y[:, 0].tolist() == [1.0, 0.0] * 32 and clean_m.all()
+    counts = []
+    for _ in range(20):
+        x, y, m = _crop(d, rng, 256, augment=True)
+        n = int((np.abs(x).sum(axis=1) > 0).sum())  # padding rows are all zero
+        counts.append(n)
+        assert 0.3 < y[:n, 0].mean() < 0.7 and np.all(y[n:] == 0) and np.all(m[n:] == 0)
+        assert np.isfinite(x).all()
+    assert any(c != 200 for c in counts)  # notes were dropped or added
+    t = np.linspace(0, 60, 601)
+    assert np.all(np.diff(_tempo_drift(t, np.random.default_rng(1))) > 0)  # time never runs backwards
 
 
 def test_note_beat_activation_takes_each_onset_frame_from_its_notes():

@@ -88,15 +88,20 @@ def _add_score_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-per-piece", type=int, default=2, help="performances per piece (default 2)")
     p.add_argument("--limit", type=int, help="evaluate only the first N pieces")
     p.add_argument("--no-notation", action="store_true", help="skip the quantised-onset check")
+    p.add_argument("--from-audio", metavar="PIANO",
+                   help="render each performance on PIANO (e.g. salamander) and score the transcribed notes")
+    p.add_argument("--audio-cache", default="work/score-eval-audio",
+                   help="folder keeping the transcriptions of --from-audio (default: work/score-eval-audio)")
     p.add_argument("--json", help="write all metrics to this JSON file")
     p.set_defaults(run=_run_score_eval)
 
 
 def _run_score_eval(args: argparse.Namespace) -> int:
     from keyscribe.score import evaluate as score_evaluate
+    hear = score_evaluate.audio_roundtrip(args.from_audio, args.audio_cache) if args.from_audio else None
     result = score_evaluate.evaluate_asap(args.asap, split=args.split, method=args.beats,
                                           max_per_piece=args.max_per_piece, notation=not args.no_notation,
-                                          limit=args.limit)
+                                          limit=args.limit, hear=hear)
     print(score_evaluate.format_summary(result))
     if args.json:
         score_evaluate.write_json(result, args.json)

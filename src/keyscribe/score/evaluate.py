@@ -15,6 +15,10 @@ Per performance:
 - hands_acc / hands_fixed_acc: staff accuracy of the hand tracker and of a fixed split at middle C on
   the piece's score MIDI (its two tracks are the two staves).
 Metrics are averaged over a piece's performances, then over pieces.
+
+With `hear` (`audio_roundtrip`), each performance is first played on a rendered piano and transcribed by
+keyscribe's model, and the score engine reads the transcribed notes: the input it gets in real use.
+The annotations still apply, since rendering keeps the performance's timeline.
 """
 from __future__ import annotations
 
@@ -24,9 +28,11 @@ import warnings
 from collections import defaultdict
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from keyscribe.notes import Performance
 from keyscribe.score import asap
 
 METRICS = ("beat_f1", "downbeat_f1", "ts_acc", "ts_string_acc", "key_acc", "onset_est", "onset_est_local",
@@ -119,13 +125,44 @@ def oracle_metre(ann: asap.Annotations):
                  60.0 / float(np.median(np.diff(ann.beats))), first_db)
 
 
-def evaluate_entry(entry: asap.Entry, method: str = "auto", notation: bool = True) -> dict:
+def audio_roundtrip(piano: str, cache_dir: str | Path | None = None, model=None) -> Callable:
+    """A function (entry, performance) -> the performance as keyscribe transcribes it after rendering it on
+    `piano` (a `keyscribe.data.render.PIANOS` name) with `model` (None: the shipped one). Transcriptions
+    are kept as MIDI in `cache_dir`, one per performance and piano, and reused."""
+    from keyscribe.data.render import PianoUnavailableError, available_pianos, render
+    from keyscribe.inference import load_model
+    from keyscribe.midi import read_midi, write_midi
+    from keyscribe.transcribe import transcribe
+
+    if piano not in available_pianos():
+        raise PianoUnavailableError(f"piano {piano!r} is not installed; installed: {', '.join(available_pianos())}")
+    runtime = load_model(model)
+    cache = Path(cache_dir) if cache_dir else None
+
+    def hear(entry: asap.Entry, perf: Performance) -> Performance:
+        path = cache / piano / runtime.model_id / f"{entry.name.replace('/', '__')}.mid" if cache else None
+        if path is not None and path.is_file():
+            return read_midi(path)
+        heard = transcribe(render(perf, piano), model=runtime).performance
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_midi(heard, path)
+        return heard
+
+    hear.description = f"rendered on {piano}, transcribed by {runtime.model_id}"
+    return hear
+
+
+def evaluate_entry(entry: asap.Entry, method: str = "auto", notation: bool = True, hear: Callable | None = None
+                   ) -> dict:
     import mir_eval
 
     from keyscribe.score import beats, hands, quantize, spelling
     from keyscribe.score.io import load_performance
 
     perf = load_performance(entry.performance)
+    if hear is not None:
+        perf = hear(entry, perf)
     ann = asap.read_annotations(entry.annotations)
     metre = beats.estimate_metre(perf, method=method)
     with warnings.catch_warnings():
@@ -165,7 +202,7 @@ def evaluate_entry(entry: asap.Entry, method: str = "auto", notation: bool = Tru
 
 def evaluate_asap(asap_dir: str | None = None, split: str = "test", method: str = "auto",
                   max_per_piece: int = 2, notation: bool = True, limit: int | None = None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, hear: Callable | None = None) -> dict:
     ents = asap.entries(asap_dir, split=split)
     by_piece: dict[tuple[str, str], list[asap.Entry]] = defaultdict(list)
     for e in ents:
@@ -178,7 +215,7 @@ def evaluate_asap(asap_dir: str | None = None, split: str = "test", method: str 
     for pc in pieces:
         rows = []
         for e in by_piece[pc]:
-            r = evaluate_entry(e, method=method, notation=notation)
+            r = evaluate_entry(e, method=method, notation=notation, hear=hear)
             r["name"] = e.name
             rows.append(r)
             per_perf.append(r)
@@ -190,14 +227,16 @@ def evaluate_asap(asap_dir: str | None = None, split: str = "test", method: str 
         per_piece["/".join(pc)] = {m: float(np.nanmean([r[m] for r in rows])) if any(
             not np.isnan(r[m]) for r in rows) else float("nan") for m in METRICS}
     summary = {m: float(np.nanmean([v[m] for v in per_piece.values()])) for m in METRICS}
-    return {"method": method, "split": split, "pieces": len(per_piece), "performances": len(per_perf),
+    return {"method": method, "split": split, "input": getattr(hear, "description", "performance MIDI"),
+            "pieces": len(per_piece), "performances": len(per_perf),
             "summary": summary, "per_piece": per_piece, "per_performance": per_perf}
 
 
 def format_summary(result: dict) -> str:
     s = result["summary"]
     lines = [f"score-eval ({result['method']}) on {result['pieces']} held-out ASAP pieces, "
-             f"{result['performances']} performances (mean over pieces):"]
+             f"{result['performances']} performances, input: {result.get('input', 'performance MIDI')} "
+             "(mean over pieces):"]
     for m in METRICS:
         lines.append(f"  {m:14s} {s[m]:.3f}")
     return "\n".join(lines)
