@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,21 @@ from keyscribe.score import notenet
 from keyscribe.score.train_beats import late_decay_rate, training_data, validation_score
 
 LABEL_TOLERANCE_S = 0.05  # a note is "on the beat" when its onset is this close to an annotated beat
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time changes that make ASAP's clean Disklavier MIDI look like transcribed audio, whose
+    notes the tracker reads at run time (the shipped transcriber's note F1 on real recordings is ~0.7)."""
+
+    max_drop: float = 0.15  # each crop drops a random fraction of notes up to this
+    max_add: float = 0.10  # and adds up to this fraction of spurious notes
+    added_intervals: tuple = (-12, 12, 12, -1, 1, 7, -5)  # relative to a played note; octaves most often
+    max_jitter_s: float = 0.02  # onset noise, standard deviation up to this
+    max_drift: float = 0.15  # slow tempo swing, relative
+
+
+AUG = Augment()
 
 
 def note_labels(onsets: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -35,17 +51,51 @@ def _sorted(d: dict) -> dict:
     return {**{k: d[k][order] for k in ("on", "off", "pitch", "vel")}, "beats": d["beats"], "downbeats": d["downbeats"]}
 
 
-def _crop(d: dict, rng: np.random.Generator, length: int):
-    """Features, labels and mask of `length` consecutive notes, with tempo, pitch and loudness changed."""
+def _transcription_errors(on, off, pitch, vel, rng: np.random.Generator):
+    """The notes with the errors of an audio transcriber: some dropped, some added (mostly octaves and
+    neighbours of played notes), onsets jittered. Returns the new arrays and each note's source time
+    (its unjittered onset), by which it is labelled."""
+    keep = rng.random(len(on)) >= rng.uniform(0.0, AUG.max_drop)
+    on, off, pitch, vel = on[keep], off[keep], pitch[keep], vel[keep]
+    n_add = int(rng.binomial(len(on), rng.uniform(0.0, AUG.max_add))) if len(on) else 0
+    src = rng.integers(0, max(len(on), 1), n_add)
+    shift = rng.choice(AUG.added_intervals, n_add)
+    on = np.concatenate([on, on[src]])
+    off = np.concatenate([off, off[src]])
+    pitch = np.concatenate([pitch, np.clip(pitch[src] + shift, 21, 108)])
+    vel = np.concatenate([vel, vel[src] * rng.uniform(0.4, 0.9, n_add)])
+    label_time = on.copy()
+    jitter = rng.normal(0.0, rng.uniform(0.0, AUG.max_jitter_s), len(on))
+    return on + jitter, off + jitter, pitch, vel, label_time
+
+
+def _tempo_drift(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Times through a smooth tempo curve: the rate swings by up to `AUG.max_drift` over 5-20 s periods."""
+    depth, period, phase = rng.uniform(0, AUG.max_drift), rng.uniform(5.0, 20.0), rng.uniform(0, 2 * np.pi)
+    w = 2 * np.pi / period
+    # the integral of the rate 1 + depth * sin(w t + phase), monotone while depth < 1
+    return t - depth / w * (np.cos(w * t + phase) - np.cos(phase))
+
+
+def _crop(d: dict, rng: np.random.Generator, length: int, augment: bool = True):
+    """Features, labels and mask of `length` consecutive notes, with tempo, pitch and loudness changed
+    and (when `augment`) transcription errors and tempo drift added."""
     start = int(rng.integers(0, max(len(d["on"]) - length, 0) + 1))
     sl = slice(start, start + length)
+    on, off, pitch, vel = d["on"][sl], d["off"][sl], d["pitch"][sl], d["vel"][sl]
+    label_time = on
+    if augment:
+        on, off, pitch, vel, label_time = _transcription_errors(on, off, pitch, vel, rng)
+        on, off = _tempo_drift(on, rng), _tempo_drift(off, rng)
+        order = np.lexsort((pitch, on))[:length]
+        on, off, pitch, vel, label_time = on[order], off[order], pitch[order], vel[order], label_time[order]
     stretch = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
-    on, off = d["on"][sl], d["off"][sl]
-    x = notenet.note_features(on * stretch, off * stretch, np.clip(d["pitch"][sl] + int(rng.integers(-4, 5)), 21, 108),
-                              np.clip(d["vel"][sl] * rng.uniform(0.75, 1.25), 1, 127))
-    y = np.stack([note_labels(on, d["beats"]), note_labels(on, d["downbeats"])], axis=1)
+    x = notenet.note_features(on * stretch, np.maximum(off, on + 0.01) * stretch,
+                              np.clip(pitch + int(rng.integers(-4, 5)), 21, 108),
+                              np.clip(vel * rng.uniform(0.75, 1.25), 1, 127))
+    y = np.stack([note_labels(label_time, d["beats"]), note_labels(label_time, d["downbeats"])], axis=1)
     # notes before the first or after the last annotated beat are not labelled
-    mask = ((on >= d["beats"][0] - 0.1) & (on <= d["beats"][-1] + 0.1)).astype(np.float32)
+    mask = ((label_time >= d["beats"][0] - 0.1) & (label_time <= d["beats"][-1] + 0.1)).astype(np.float32)
     pad = length - len(on)
     if pad:
         x, y, mask = np.pad(x, ((0, pad), (0, 0))), np.pad(y, ((0, pad), (0, 0))), np.pad(mask, (0, pad))
@@ -112,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notes", type=int, default=400, help="notes per training sequence")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--no-augment", action="store_true", help="train on the clean MIDI (no transcription errors)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     data, val = training_data(args.asap, Path(args.cache))
@@ -124,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     for step in range(1, args.steps + 1):
         for g in opt.param_groups:
             g["lr"] = late_decay_rate(args.lr, step, args.steps)
-        batch = [_crop(data[int(rng.integers(len(data)))], rng, args.notes) for _ in range(args.batch)]
+        batch = [_crop(data[int(rng.integers(len(data)))], rng, args.notes, not args.no_augment) for _ in range(args.batch)]
         x, y, m = (torch.from_numpy(np.stack([b[i] for b in batch])) for i in range(3))
         net.train()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y, pos_weight=pos_w, reduction="none")
