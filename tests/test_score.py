@@ -286,6 +286,21 @@ def test_note_network_training_exports_weights_the_tracker_loads(tmp_path, capsy
     assert probs.shape == (2, 40) and np.all((probs > 0) & (probs < 1))
 
 
+def test_shipped_note_networks_split_beats_and_downbeats():
+    """The default tracker takes its beats from the augmented network and its downbeats from the clean
+    one: swapping the downbeat network leaves the beats alone."""
+    beat_net, downbeat_net = notenet.load_default()
+    assert beat_net is not downbeat_net
+    perf, _ = waltz()
+    both = notenet.estimate_metre_notes(beat_net, perf, downbeat_session=downbeat_net)
+    alone = notenet.estimate_metre_notes(beat_net, perf)
+    assert np.array_equal(both.beats, alone.beats)
+    notes = notenet.sorted_notes(perf)
+    assert not np.allclose(notenet.note_probabilities(beat_net, notes)[1],
+                           notenet.note_probabilities(downbeat_net, notes)[1])
+    assert both.time_signature == "3/4"
+
+
 def test_note_labels_mark_onsets_near_the_annotated_times():
     from keyscribe.score.train_notenet import note_labels
 

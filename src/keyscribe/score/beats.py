@@ -455,8 +455,8 @@ def estimate_metre(perf: Performance, method: str = "auto") -> Metre:
             raise ScoreError("the beat model weights are not available")
     if method in ("auto", "notes"):
         from keyscribe.score import notenet
-        session = notenet.load_default()
-        if session is None:
+        sessions = notenet.load_default()
+        if sessions is None:
             raise ScoreError("the note beat model weights are not available")
     try:
         if method == "baseline":  # the rule tracker alone, without the learned level chooser
@@ -465,7 +465,7 @@ def estimate_metre(perf: Performance, method: str = "auto") -> Metre:
             return beatnet.estimate_metre_model(model, perf)
         if method == "rule":
             return estimate_metre_rule(perf)
-        return notenet.estimate_metre_notes(session, perf)
+        return notenet.estimate_metre_notes(sessions[0], perf, downbeat_session=sessions[1])
     except ScoreError:  # no beat found (e.g. a few scattered notes): a steady 120 bpm grid
         return steady_metre(perf)
 

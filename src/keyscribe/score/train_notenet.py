@@ -1,6 +1,7 @@
 """Train the note-sequence beat/downbeat network (`notenet.py`) on the ASAP training split.
 
-    python -m keyscribe.score.train_notenet --steps 9000 --out src/keyscribe/score/notenet.onnx
+    python -m keyscribe.score.train_notenet --steps 9000               # -> notenet-beats.onnx (beats)
+    python -m keyscribe.score.train_notenet --steps 9000 --no-augment  # -> notenet.onnx (downbeats)
 
 CPU, one thread. Held-out pieces (`asap.split_of(...) == 'test'`) are never read; the validation pieces
 (`asap.is_validation`) are kept out of training and choose the saved weights: every `--validate-every`
@@ -157,13 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--asap", default=None)
     ap.add_argument("--steps", type=int, default=9000)
     ap.add_argument("--validate-every", type=int, default=1000)
-    ap.add_argument("--out", default=str(notenet.WEIGHTS))
+    ap.add_argument("--out", help="ONNX file (default: the shipped beat weights, or with --no-augment the "
+                                   "downbeat weights, in the package)")
     ap.add_argument("--cache", default="/tmp/keyscribe_beat_cache")
     ap.add_argument("--notes", type=int, default=400, help="notes per training sequence")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--no-augment", action="store_true", help="train on the clean MIDI (no transcription errors)")
     args = ap.parse_args(argv)
+    args.out = args.out or str(notenet.WEIGHTS if args.no_augment else notenet.BEAT_WEIGHTS)
     torch.set_num_threads(1)
     data, val = training_data(args.asap, Path(args.cache))
     data = [_sorted(d) for d in data]
