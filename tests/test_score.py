@@ -212,6 +212,22 @@ def test_cli_score_eval_one_piece(tmp_path, capsys):
     assert "beat_f1" in capsys.readouterr().out
 
 
+def test_cli_score_eval_on_the_validation_pieces(tmp_path):
+    import json
+
+    from keyscribe.cli import main
+    from keyscribe.score import asap
+
+    out = tmp_path / "eval.json"
+    assert main(["score-eval", "--split", "validation", "--limit", "2", "--max-per-piece", "1", "--no-notation",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["split"] == "validation" and result["pieces"] == 2
+    for row in result["per_performance"]:
+        composer, title = row["name"].split("/")[:2]
+        assert asap.split_of(composer, title) == "train" and asap.is_validation(composer, title)
+
+
 def test_cli_score_eval_from_audio_scores_the_transcribed_notes(tmp_path, capsys):
     """--from-audio: the performance rendered on a piano, transcribed by the shipped model, and the score
     engine run on what was heard; the transcription is cached and the second run reads it back."""

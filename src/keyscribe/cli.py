@@ -83,7 +83,8 @@ def _run_score(args: argparse.Namespace) -> int:
 def _add_score_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score-eval", help="metre/key/notation accuracy on held-out ASAP pieces")
     p.add_argument("--asap", help="ASAP folder (default: ../shared/data/asap)")
-    p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("--split", default="test", choices=("test", "validation", "train"),
+                   help="held-out pieces (default), the validation pieces that chose the networks' weights, or all training pieces")
     p.add_argument("--beats", choices=BEAT_METHODS, default="auto")
     p.add_argument("--max-per-piece", type=int, default=2, help="performances per piece (default 2)")
     p.add_argument("--limit", type=int, help="evaluate only the first N pieces")

@@ -203,7 +203,10 @@ def evaluate_entry(entry: asap.Entry, method: str = "auto", notation: bool = Tru
 def evaluate_asap(asap_dir: str | None = None, split: str = "test", method: str = "auto",
                   max_per_piece: int = 2, notation: bool = True, limit: int | None = None,
                   progress: bool = True, hear: Callable | None = None) -> dict:
-    ents = asap.entries(asap_dir, split=split)
+    if split == "validation":  # the training pieces kept out of the networks' training to choose their weights
+        ents = [e for e in asap.entries(asap_dir, split="train") if asap.is_validation(e.composer, e.title)]
+    else:
+        ents = asap.entries(asap_dir, split=split)
     by_piece: dict[tuple[str, str], list[asap.Entry]] = defaultdict(list)
     for e in ents:
         if len(by_piece[(e.composer, e.title)]) < max_per_piece:
@@ -234,7 +237,8 @@ def evaluate_asap(asap_dir: str | None = None, split: str = "test", method: str 
 
 def format_summary(result: dict) -> str:
     s = result["summary"]
-    lines = [f"score-eval ({result['method']}) on {result['pieces']} held-out ASAP pieces, "
+    pieces = "held-out" if result["split"] == "test" else result["split"]
+    lines = [f"score-eval ({result['method']}) on {result['pieces']} {pieces} ASAP pieces, "
              f"{result['performances']} performances, input: {result.get('input', 'performance MIDI')} "
              "(mean over pieces):"]
     for m in METRICS:
