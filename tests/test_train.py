@@ -166,5 +166,6 @@ def test_every_training_config_loads_and_builds_its_model(name):
     from keyscribe.model import Transcriber
 
     model_config, train_config, _ = load_configs(CONFIG.with_name(f"{name}.toml"))
-    assert model_config.variant in name and train_config.anneal_from == 25000
+    assert model_config.variant in name and 0 < train_config.anneal_from
+    assert train_config.anneal_from + train_config.anneal_steps <= train_config.max_steps  # the anneal finishes
     assert Transcriber(model_config)(torch.zeros(1, 8, model_config.n_mels))["onset"].shape == (1, 8, 88)
