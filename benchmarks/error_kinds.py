@@ -15,29 +15,21 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from keyscribe.midi import read_labels, read_midi
-from keyscribe.evaluate import ERROR_TYPES, error_types
+from keyscribe.evaluate import ERROR_TYPES, error_types, summarise_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPS_DIR = ROOT.parent / "shared" / "data" / "maps" / "ENSTDkAm"
 
 
 def tool_errors(est_dir: Path, maps_dir: Path = MAPS_DIR) -> dict:
-    counts, deviations, files = dict.fromkeys(ERROR_TYPES, 0), [], 0
-    for est_path in sorted(est_dir.glob("*.mid")):
-        ref_path = maps_dir / f"{est_path.stem}.tsv"
-        if not ref_path.is_file():
-            continue
-        c, d = error_types(read_labels(ref_path).with_sustain(), read_midi(est_path).with_sustain())
-        counts = {k: counts[k] + c[k] for k in ERROR_TYPES}
-        deviations.append(d)
-        files += 1
-    dev = np.concatenate(deviations) if deviations else np.zeros(0)
-    quartiles = np.percentile(dev, [25, 50, 75]) * 1000 if dev.size else [None] * 3
-    return {"files": files, **counts, "lag_ms_q1": quartiles[0], "lag_ms_median": quartiles[1],
-            "lag_ms_q3": quartiles[2]}
+    results = [error_types(read_labels(maps_dir / f"{est.stem}.tsv").with_sustain(), read_midi(est).with_sustain())
+               for est in sorted(est_dir.glob("*.mid")) if (maps_dir / f"{est.stem}.tsv").is_file()]
+    summary = summarise_errors(results)
+    timing = summary["onset_timing"]
+    lag = [None] * 3 if timing["median_s"] is None else [timing["iqr_s"][0], timing["median_s"], timing["iqr_s"][1]]
+    return {"files": len(results), **summary["error_types"],
+            **{k: None if v is None else 1000 * v for k, v in zip(("lag_ms_q1", "lag_ms_median", "lag_ms_q3"), lag)}}
 
 
 def main(argv: list[str] | None = None) -> int:
