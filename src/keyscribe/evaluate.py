@@ -107,10 +107,7 @@ def per_key_counts(ref: Performance, est: Performance, onset_tolerance_s: float 
     ref_iv, ref_p, _ = notes_to_arrays(ref.notes)
     est_iv, est_p, _ = notes_to_arrays(est.notes)
     counts = np.zeros((3, N_KEYS), np.int64)
-    ref_hit = np.zeros(len(ref_p), bool)
-    est_hit = np.zeros(len(est_p), bool)
-    for i, j in _matches(ref_iv, ref_p, est_iv, est_p, onset_tolerance_s):
-        ref_hit[i] = est_hit[j] = True
+    ref_hit, est_hit = _hit_masks(_matches(ref_iv, ref_p, est_iv, est_p, onset_tolerance_s), len(ref_p), len(est_p))
     np.add.at(counts[0], ref_p[ref_hit] - MIN_PITCH, 1)
     np.add.at(counts[1], est_p[~est_hit] - MIN_PITCH, 1)
     np.add.at(counts[2], ref_p[~ref_hit] - MIN_PITCH, 1)
@@ -133,8 +130,7 @@ def error_types(ref: Performance, est: Performance, onset_tolerance_s: float = 0
     ref_iv, ref_p, _ = notes_to_arrays(ref.notes)
     est_iv, est_p, _ = notes_to_arrays(est.notes)
     strict, wide = (_matches(ref_iv, ref_p, est_iv, est_p, tol) for tol in (onset_tolerance_s, timing_window_s))
-    ref_hit = np.isin(np.arange(len(ref_p)), [i for i, _ in strict])
-    est_hit = np.isin(np.arange(len(est_p)), [j for _, j in strict])
+    ref_hit, est_hit = _hit_masks(strict, len(ref_p), len(est_p))
     counts = dict.fromkeys(ERROR_TYPES, 0)
     counts["matched"] = int(ref_hit.sum())
     counts["missed"] = int((~ref_hit).sum())
@@ -157,6 +153,14 @@ def _matches(ref_iv, ref_p, est_iv, est_p, onset_tolerance_s: float) -> list[tup
         return []
     return mir_eval.transcription.match_notes(ref_iv, _midi_to_hz(ref_p), est_iv, _midi_to_hz(est_p), onset_tolerance=onset_tolerance_s,
                                               offset_ratio=None)
+
+
+def _hit_masks(matches: list[tuple[int, int]], n_ref: int, n_est: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the reference and estimated notes that `matches` pairs."""
+    ref_hit, est_hit = np.zeros(n_ref, bool), np.zeros(n_est, bool)
+    for i, j in matches:
+        ref_hit[i] = est_hit[j] = True
+    return ref_hit, est_hit
 
 
 def summarise_errors(per_file: list[tuple[dict[str, int], np.ndarray]]) -> dict:

@@ -174,11 +174,11 @@ def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_
             "checkpoint": str(checkpoint), "variant": payload["model_config"]["variant"],
             "parameters": count_parameters(load_model(checkpoint)), "steps": payload["state"]["step"],
             "train_hours": payload["state"].get("train_seconds", 0.0) / 3600,
-            "maps": evaluate_on_recordings(transcribe, maps_dir), "validation": evaluate_on_excerpts(transcribe, validation)}
+            "maps": evaluate_on_recordings(transcribe, maps_dir), "validation": evaluate_on_excerpts(transcribe, validation, error_kinds=True)}
     if baseline:
         entries["rule-based (NMF)"] = {"variant": "nmf", "parameters": 0, "steps": 0, "train_hours": 0.0,
                                        "maps": evaluate_on_recordings(transcribe_mel, maps_dir),
-                                       "validation": evaluate_on_excerpts(transcribe_mel, validation)}
+                                       "validation": evaluate_on_excerpts(transcribe_mel, validation, error_kinds=True)}
     loss_curves_png([Path(r) for r in runs], assets / "loss_curves.png")
     main = next(iter(entries))
     per_key_png(np.array(entries[main]["maps"]["per_key"]), assets / "per_key.png", f"{main} on ENSTDkAm: note onsets per key")

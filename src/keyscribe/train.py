@@ -157,16 +157,18 @@ def model_transcriber(model: Transcriber, decode: DecodeConfig, features: Featur
 
 
 def evaluate_on_excerpts(transcribe: Callable, excerpts: list[Excerpt], features: FeatureConfig = FeatureConfig(),
-                         progress: bool = True) -> dict:
-    """`{"mean", "files", "error_types", "onset_timing"}` over rendered excerpts: references from their
-    label rolls (already sustained), estimates as `transcribe` decodes them."""
+                         progress: bool = True, error_kinds: bool = False) -> dict:
+    """`{"mean", "files"}` over rendered excerpts: references from their label rolls (already sustained),
+    estimates as `transcribe` decodes them; with `error_kinds` also `"error_types"` and `"onset_timing"`
+    (left out of validation during training, which never reads them)."""
     files, errors = {}, []
     for ex in tqdm(excerpts, desc="validation", unit="excerpt", disable=not progress):
         estimate = transcribe(np.asarray(ex.mel, np.float32))
         reference = excerpt_reference(ex, features.frame_rate)
         files[ex.id] = evaluate_performance(reference, estimate, pedal_extend=False)
-        errors.append(error_types(reference, estimate))
-    return {"mean": mean_scores(files), "files": files, **summarise_errors(errors)}
+        if error_kinds:
+            errors.append(error_types(reference, estimate))
+    return {"mean": mean_scores(files), "files": files, **(summarise_errors(errors) if error_kinds else {})}
 
 
 def validate(model: Transcriber, excerpts: list[Excerpt], decode: DecodeConfig,

@@ -239,7 +239,7 @@ def format_summary(result: dict) -> str:
     s = result["summary"]
     pieces = "held-out" if result["split"] == "test" else result["split"]
     lines = [f"score-eval ({result['method']}) on {result['pieces']} {pieces} ASAP pieces, "
-             f"{result['performances']} performances, input: {result.get('input', 'performance MIDI')} "
+             f"{result['performances']} performances, input: {result['input']} "
              "(mean over pieces):"]
     for m in METRICS:
         lines.append(f"  {m:14s} {s[m]:.3f}")
