@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from keyscribe.model import HEADS, VARIANTS, ModelConfig, Transcriber, count_parameters, normalised_adjacency
+from keyscribe.features import harmonic_stack, log_mel
+from keyscribe.model import (HEADS, VARIANTS, ModelConfig, Transcriber, count_parameters, init_biases_at_priors,
+                             normalised_adjacency)
 from keyscribe.train import load_model, save_checkpoint
 
 
@@ -13,10 +15,13 @@ def _cooccurrence():
     return probs
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_output_shapes_and_every_parameter_gets_a_gradient(variant):
+CONFIGS = [ModelConfig(variant=v) for v in VARIANTS] + [ModelConfig(harmonics=(0.5, 1, 2, 3))]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[f"{c.variant}{'-harmonic' if c.harmonics else ''}" for c in CONFIGS])
+def test_output_shapes_and_every_parameter_gets_a_gradient(config):
     torch.manual_seed(0)
-    model = Transcriber(ModelConfig(variant=variant), _cooccurrence())
+    model = Transcriber(config, _cooccurrence())
     out = model(torch.randn(2, 50, 229))
     assert {k: tuple(v.shape) for k, v in out.items()} == {**{h: (2, 50, 88) for h in HEADS}, "pedal": (2, 50, 3)}
     sum(v.pow(2).mean() for v in out.values()).backward()
@@ -51,10 +56,10 @@ def test_gcn_classifiers_depend_on_the_graph():
         assert not torch.allclose(a(x)["frame"], b(x)["frame"])
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path, variant):
+@pytest.mark.parametrize("config", CONFIGS, ids=[f"{c.variant}{'-harmonic' if c.harmonics else ''}" for c in CONFIGS])
+def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path, config):
     torch.manual_seed(1)
-    model = Transcriber(ModelConfig(variant=variant), _cooccurrence())
+    model = Transcriber(config, _cooccurrence())
     optimizer = torch.optim.Adam(model.parameters())
     save_checkpoint(tmp_path / "m.pt", model, optimizer, {"step": 3})
     loaded = load_model(tmp_path / "m.pt")
@@ -64,3 +69,39 @@ def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path, variant):
         for key, value in model(x).items():
             torch.testing.assert_close(loaded(x)[key], value, atol=0, rtol=0)
     assert count_parameters(loaded) == count_parameters(model)
+
+
+def test_the_harmonic_stack_puts_a_tones_partials_at_the_keys_whose_harmonics_they_are():
+    sr, f0 = 16000, 220.0  # A3, MIDI 57
+    t = np.arange(sr) / sr
+    tone = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6))
+    harmonics, bins = (0.5, 1, 2, 3), 3
+    weights, offset = harmonic_stack(harmonics, bins)
+    stacked = (log_mel(tone) @ weights + offset).reshape(-1, len(harmonics), 88 * bins)[10]
+    peak_key = 21 + stacked.argmax(axis=1) // bins
+    # channel h holds the spectrum at h x each key's frequency: 220 Hz is the half of A4 (69), the
+    # fundamental of A3 (57) and the second harmonic of A2 (45); 3 x E2 (40, 82.4 Hz) = 247 Hz is not a
+    # partial of this tone, but 3 x D2 (38, 73.4 Hz) = 220 Hz is.
+    assert peak_key[:3].tolist() == [69, 57, 45]
+    assert stacked[3][(38 - 21) * bins + 1] > stacked[3][(40 - 21) * bins + 1] + 3.0
+
+
+def test_the_harmonic_stack_reads_the_floor_above_the_spectrum():
+    weights, offset = harmonic_stack((1, 6), 3)
+    top = weights.reshape(229, 2, -1)[:, 1, -1]  # the 6th harmonic of C8 (25 kHz) is above 8 kHz
+    assert not top.any() and offset.reshape(2, -1)[1, -1] == np.float32(np.log(1e-5))
+    assert offset.reshape(2, -1)[0].max() == 0  # every fundamental is inside
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_outputs_start_at_the_label_priors(variant):
+    model = Transcriber(ModelConfig(variant=variant), _cooccurrence()).eval()
+    rates = np.random.default_rng(0).uniform(0.001, 0.2, (len(HEADS), 88))
+    init_biases_at_priors(model, rates, np.array([0.01, 0.01, 0.4]))
+    with torch.inference_mode():
+        out = model(torch.zeros(1, 30, 229))
+    for i, head in enumerate(HEADS):
+        mean = torch.sigmoid(out[head][0]).mean(0).numpy()
+        # the feature term is small at initialisation, so the probabilities sit near the rates
+        np.testing.assert_allclose(mean, rates[i], rtol=0.35)
+    np.testing.assert_allclose(torch.sigmoid(out["pedal"][0]).mean(0).numpy(), [0.01, 0.01, 0.4], rtol=0.35)

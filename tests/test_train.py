@@ -14,7 +14,7 @@ import torch
 
 from keyscribe.data.build import DatasetConfig, build_dataset
 from keyscribe import report
-from keyscribe.data.shards import load_split
+from keyscribe.data.shards import label_rates, load_split
 from keyscribe.errors import KeyscribeError
 from keyscribe.midi import read_midi, write_tsv
 from keyscribe.train import TrainConfig, learning_rate_at, load_configs, load_model, train, validate
@@ -52,6 +52,21 @@ def test_dataset_shards_are_aligned_and_labelled(tiny_dataset):
         assert not (ex.roll("velocity")[ex.roll("frame") == 0]).any()
     manifest = [json.loads(line) for line in (tiny_dataset / "manifest.jsonl").read_text().splitlines()]
     assert {r["piano"] for r in manifest} >= {"fluidr3-grand"} and all("seed" in r for r in manifest)
+
+
+def test_label_rates_are_the_shares_of_frames_on_and_the_mean_velocity(tiny_dataset):
+    excerpts = load_split(tiny_dataset, "train")
+    heads, pedal = label_rates(excerpts)
+    frames = np.concatenate([np.asarray(ex.roll("frame")) for ex in excerpts]) > 0
+    onsets = np.concatenate([np.asarray(ex.roll("onset")) for ex in excerpts]) > 0
+    np.testing.assert_allclose(heads[2], frames.mean(0))
+    np.testing.assert_allclose(heads[0], onsets.mean(0))
+    assert 0 < heads[0].sum() < heads[2].sum()  # onsets are rarer than sounding frames
+    struck = onsets.any(0)
+    velocities = np.concatenate([np.asarray(ex.roll("velocity")) for ex in excerpts])
+    key = int(np.flatnonzero(struck)[0])
+    np.testing.assert_allclose(heads[3, key], velocities[onsets[:, key], key].mean() / 127)
+    assert ((heads[3] > 0) & (heads[3] < 1)).all() and pedal.shape == (3,) and (0 <= pedal).all()
 
 
 def test_two_training_steps_from_the_real_config_then_resume(tiny_dataset, tmp_path):
@@ -161,7 +176,7 @@ def test_report_scores_a_checkpoint_on_recordings_and_tunes_on_excerpts(tiny_dat
     assert grid[f"{tuned.onset_threshold}/{tuned.frame_threshold}"] == max(grid.values())
 
 
-@pytest.mark.parametrize("name", ["crgcn", "crgcn-wide", "cnn_rnn", "cnn_rnn_mlp"])
+@pytest.mark.parametrize("name", ["crgcn", "crgcn-wide", "crgcn-harmonic", "crgcn-control", "cnn_rnn", "cnn_rnn_mlp"])
 def test_every_training_config_loads_and_builds_its_model(name):
     from keyscribe.model import Transcriber
 

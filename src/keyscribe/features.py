@@ -82,3 +82,37 @@ def log_mel(audio: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.nd
         magnitude = np.abs(np.fft.rfft(block, axis=1)).astype(np.float32)
         out[start : start + BLOCK_FRAMES] = np.log(np.maximum(magnitude @ fbank, config.log_floor))
     return out
+
+
+def key_grid_hz(bins_per_semitone: int) -> np.ndarray:
+    """(88 * bins_per_semitone,) frequencies in Hz of a log-frequency grid whose bins are centred on
+    the piano keys: `bins_per_semitone` bins per key, the key's own frequency in the middle one."""
+    offsets = (np.arange(bins_per_semitone) - (bins_per_semitone - 1) / 2) / bins_per_semitone
+    pitches = (np.arange(21, 109)[:, None] + offsets[None]).ravel()
+    return 440.0 * 2.0 ** ((pitches - 69) / 12)
+
+
+@lru_cache(maxsize=8)
+def harmonic_stack(harmonics: tuple[float, ...], bins_per_semitone: int,
+                   config: FeatureConfig = FeatureConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """(weights (n_mels, H * F), offset (H * F,)) with `log_mel @ weights + offset` = (T, H, F) read flat:
+    for each harmonic h and each frequency f of `key_grid_hz`, the log-mel spectrum at h * f, linearly
+    interpolated between mel-band centres. A key's partials then sit at one grid position across the H
+    channels, so a small convolution sees a note's fundamental and its harmonics together (Basic Pitch's
+    harmonic stacking, done here on the log-mel the models already take). Above `fmax_hz` the value is
+    the log floor; below the first band centre, the first band."""
+    centres = np.linspace(hz_to_mel(config.fmin_hz), hz_to_mel(config.fmax_hz), config.n_mels + 2)[1:-1]
+    grid = key_grid_hz(bins_per_semitone)
+    weights = np.zeros((config.n_mels, len(harmonics), grid.size), np.float32)
+    offset = np.zeros((len(harmonics), grid.size), np.float32)
+    for h, harmonic in enumerate(harmonics):
+        target = harmonic * grid
+        position = np.clip((hz_to_mel(target) - centres[0]) / (centres[1] - centres[0]), 0, config.n_mels - 1)
+        lower = np.minimum(np.floor(position).astype(int), config.n_mels - 2)
+        upper_share = position - lower
+        inside = target <= config.fmax_hz
+        columns = np.arange(grid.size)
+        weights[lower[inside], h, columns[inside]] = 1 - upper_share[inside]
+        weights[lower[inside] + 1, h, columns[inside]] = upper_share[inside]
+        offset[h, ~inside] = np.log(config.log_floor)
+    return weights.reshape(config.n_mels, -1), offset.ravel()

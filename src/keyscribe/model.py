@@ -1,6 +1,7 @@
 """The CR-GCN transcription model and its variants on one shared front end.
 
-front end: log-mel (B, T, n_mels) -> CNN (conv + batch norm + ReLU, pooling over frequency only, so
+front end: log-mel (B, T, n_mels) -> [optional harmonic stack: the log-mel read at h times each
+key-aligned frequency, one input channel per harmonic h] -> CNN (conv + batch norm + ReLU, pooling over frequency only, so
 time resolution is kept) -> BiLSTM -> frame features (B, T, d).
 heads (onset, offset, frame, velocity; 88 keys each), by variant:
 - `crgcn`: a graph convolution over the 88 keys, whose adjacency comes from key co-occurrence in the
@@ -30,6 +31,8 @@ VARIANTS = ("crgcn", "cnn_rnn", "cnn_rnn_mlp")
 class ModelConfig:
     variant: str = "crgcn"
     n_mels: int = 229
+    harmonics: tuple[float, ...] = ()  # harmonic-stack input channels (empty: the log-mel itself, 1 channel)
+    bins_per_semitone: int = 3  # frequency resolution of the harmonic stack's key-aligned grid
     conv_channels: tuple[int, ...] = (16, 32, 32)
     pool_after: tuple[bool, ...] = (True, True, True)  # max-pool frequency by 2 after these convs
     cnn_out: int = 256
@@ -47,6 +50,7 @@ class ModelConfig:
             raise ValueError(f"unknown model variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
         object.__setattr__(self, "pool_after", tuple(self.pool_after))
+        object.__setattr__(self, "harmonics", tuple(float(h) for h in self.harmonics))
 
     @property
     def feature_dim(self) -> int:
@@ -82,13 +86,34 @@ def top_neighbours(cooccurrence: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-probs, axis=1, kind="stable")[:, :k].astype(np.int64)
 
 
+class HarmonicStack(nn.Module):
+    """(B, T, n_mels) log-mel -> (B, H, T, F): `features.harmonic_stack` as a fixed linear map."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        from keyscribe.features import FeatureConfig, harmonic_stack
+        if config.n_mels != FeatureConfig().n_mels:
+            raise ValueError(f"the harmonic stack reads the default {FeatureConfig().n_mels}-band log-mel, "
+                             f"not {config.n_mels} bands")
+        weights, offset = harmonic_stack(config.harmonics, config.bins_per_semitone)
+        self.register_buffer("weights", torch.from_numpy(weights))
+        self.register_buffer("offset", torch.from_numpy(offset))
+        self.channels = len(config.harmonics)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        stacked = (mel @ self.weights + self.offset).unflatten(-1, (self.channels, -1))  # (B, T, H, F)
+        return stacked.transpose(1, 2)
+
+
 class FrontEnd(nn.Module):
     """CNN over (time, frequency) then a BiLSTM over time: (B, T, n_mels) -> (B, T, feature_dim)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         layers: list[nn.Module] = []
-        channels, freq = 1, config.n_mels
+        self.stack = HarmonicStack(config) if config.harmonics else None
+        channels = len(config.harmonics) if config.harmonics else 1
+        freq = N_KEYS * config.bins_per_semitone if config.harmonics else config.n_mels
         for out_ch, pool in zip(config.conv_channels, config.pool_after):
             layers += [nn.Conv2d(channels, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU()]
             if pool:
@@ -100,7 +125,7 @@ class FrontEnd(nn.Module):
         self.rnn = nn.LSTM(config.cnn_out, config.lstm_hidden, batch_first=True, bidirectional=True)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = self.cnn(mel.unsqueeze(1))  # (B, C, T, F)
+        x = self.cnn(self.stack(mel) if self.stack is not None else mel.unsqueeze(1))  # (B, C, T, F)
         x = x.permute(0, 2, 1, 3).flatten(2)  # (B, T, C * F)
         x, _ = self.rnn(self.project(x))
         return x
@@ -112,7 +137,10 @@ class GraphClassifiers(nn.Module):
     def __init__(self, config: ModelConfig, adjacency: np.ndarray):
         super().__init__()
         self.register_buffer("adjacency", torch.as_tensor(adjacency, dtype=torch.float32))
-        self.embedding = nn.Parameter(torch.randn(N_KEYS, config.key_embedding) * 0.1)
+        # Sized so the classifiers start at the scale of a default nn.Linear head (logit std ~0.045 on
+        # the front end's initial features; 0.1 gave 0.010): the features' gradients scale with the
+        # classifiers, and with 0.1 the GCN variant learnt far slower early on than cnn_rnn.
+        self.embedding = nn.Parameter(torch.randn(N_KEYS, config.key_embedding) * 0.5)
         self.gc1 = nn.Linear(config.key_embedding, config.gcn_hidden, bias=False)
         self.gc2 = nn.Linear(config.gcn_hidden, len(HEADS) * config.feature_dim, bias=False)
         self.bias = nn.Parameter(torch.zeros(len(HEADS), N_KEYS))
@@ -124,6 +152,9 @@ class GraphClassifiers(nn.Module):
         classifiers = (self.adjacency @ self.gc2(h)).view(N_KEYS, len(HEADS), self.feature_dim)
         return torch.einsum("btd,khd->bthk", features, classifiers) + self.bias
 
+    def output_bias(self) -> torch.Tensor:
+        return self.bias
+
 
 class LinearHeads(nn.Module):
     """One linear classifier per head: (B, T, d) -> (B, T, heads, 88)."""
@@ -134,6 +165,9 @@ class LinearHeads(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features).unflatten(-1, (len(HEADS), N_KEYS))
+
+    def output_bias(self) -> torch.Tensor:
+        return self.linear.bias.view(len(HEADS), N_KEYS)
 
 
 class PairRefinedHeads(nn.Module):
@@ -155,6 +189,9 @@ class PairRefinedHeads(nn.Module):
         pairs = torch.cat([keys.unsqueeze(3).expand_as(partners), partners], dim=-1)
         refine = self.pair_mlp(pairs).mean(dim=3)  # (B, T, 88, heads)
         return self.base(features) + refine.transpose(2, 3)
+
+    def output_bias(self) -> torch.Tensor:
+        return self.base.output_bias()
 
 
 class Transcriber(nn.Module):
@@ -181,6 +218,17 @@ class Transcriber(nn.Module):
         out = {name: logits[:, :, i] for i, name in enumerate(HEADS)}
         out["pedal"] = self.pedal(features)
         return out
+
+
+def init_biases_at_priors(model: Transcriber, head_rates: np.ndarray, pedal_rates: np.ndarray) -> None:
+    """Start every output at its rate in the training labels ((len(HEADS), 88) and (3,), in 0..1).
+    Adam moves a bias by about the learning rate per step, so from 0 (p = 0.5) the logit of a 0.3%
+    onset rate (-5.8) is thousands of steps away, steps the network otherwise spends saying "no"."""
+    def logit(rates):
+        return torch.logit(torch.as_tensor(np.asarray(rates), dtype=torch.float32).clamp(1e-4, 1 - 1e-4))
+    with torch.no_grad():
+        model.heads.output_bias().copy_(logit(head_rates))
+        model.pedal.bias.copy_(logit(pedal_rates))
 
 
 def count_parameters(model: nn.Module) -> int:

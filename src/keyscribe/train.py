@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from keyscribe.config import from_table
-from keyscribe.data.shards import Excerpt, cooccurrence_from_excerpts, load_split, random_batch
+from keyscribe.data.shards import Excerpt, cooccurrence_from_excerpts, label_rates, load_split, random_batch
 from keyscribe.decode import DecodeConfig, decode_notes, decode_pedals
 from keyscribe.errors import KeyscribeError
 from keyscribe.evaluate import error_types, evaluate_performance, mean_scores, summarise_errors
 from keyscribe.features import FeatureConfig
 from keyscribe.labels import roll_to_pedals, rolls_to_notes
-from keyscribe.model import HEADS, ModelConfig, Transcriber, count_parameters
+from keyscribe.model import HEADS, ModelConfig, Transcriber, count_parameters, init_biases_at_priors
 from keyscribe.notes import N_KEYS, Performance
 
 
@@ -234,6 +234,7 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
     else:
         payload = None
         model = Transcriber(model_config, cooccurrence_from_excerpts(train_set))
+        init_biases_at_priors(model, *label_rates(train_set))
     ema = _moving_average(model, config.ema_decay, payload)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     state = {"step": 0, "best_note_f1": -1.0, "stale": 0, "train_seconds": 0.0}

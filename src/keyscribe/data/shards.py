@@ -70,3 +70,29 @@ def cooccurrence_from_excerpts(excerpts: list[Excerpt]) -> np.ndarray:
     for ex in excerpts:
         counts += cooccurrence_counts(ex.roll("frame"))
     return conditional_probabilities(counts)
+
+
+def label_rates(excerpts: list[Excerpt], max_excerpts: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """What the outputs should start at: ((len(LABEL_LAYOUT), 88), (3,)) rates in 0..1 over a random
+    sample of the excerpts. Onset/offset/frame: share of frames on, per key; velocity: mean velocity / 127
+    at onsets, per key (the overall mean for keys never struck); pedal onset/offset/frame: share of frames
+    over the sources that have a pedal track."""
+    rng = np.random.default_rng(seed)
+    sample = [excerpts[i] for i in rng.permutation(len(excerpts))[:max_excerpts]]
+    on = np.zeros((3, N_KEYS))
+    velocity_sum, struck, frames = np.zeros(N_KEYS), np.zeros(N_KEYS), 0
+    pedal_on, pedal_frames = np.zeros(3), 0
+    for ex in sample:
+        onset = np.asarray(ex.roll("onset")) > 0
+        on += [onset.sum(0), (np.asarray(ex.roll("offset")) > 0).sum(0), (np.asarray(ex.roll("frame")) > 0).sum(0)]
+        velocity_sum += np.where(onset, np.asarray(ex.roll("velocity")), 0).sum(0) / 127
+        struck += onset.sum(0)
+        frames += onset.shape[0]
+        if ex.has_pedal:
+            pedal = np.asarray(ex.roll("pedal")).astype(int) > 0
+            change = np.diff(pedal.astype(int), prepend=0)
+            pedal_on += [(change == 1).sum(), (change == -1).sum(), pedal.sum()]
+            pedal_frames += pedal.size
+    overall_velocity = velocity_sum.sum() / max(struck.sum(), 1)
+    velocity = np.where(struck > 0, velocity_sum / np.maximum(struck, 1), overall_velocity)
+    return np.vstack([on / max(frames, 1), velocity]), pedal_on / max(pedal_frames, 1)
