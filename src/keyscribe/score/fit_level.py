@@ -1,11 +1,12 @@
-"""Fit the metrical-level chooser (`beats._LEVEL_*`) on ASAP training performances.
+"""Fit a metrical-level chooser on ASAP training performances.
 
-    python -m keyscribe.score.fit_level --n 200
+    python -m keyscribe.score.fit_level --n 200                   # the rule tracker's (beats._LEVEL_*)
+    python -m keyscribe.score.fit_level --n 200 --tracker notes   # the note network's (notenet.LEVEL)
 
-For each training performance (never a held-out or validation piece), the rule tracker's beats give four
+For each training performance (never a held-out or validation piece), the tracker's beats give four
 candidates (x1, every other beat in two phases, x2); each candidate gets `beats.level_features` and its
 beat F1 against the annotations. A conditional-logit model is fitted to soft targets (softmax of 10 F1),
-and is reported on the validation pieces. It prints the constants to paste into beats.py.
+and is reported on the validation pieces. It prints the constants to paste into beats.py or notenet.py.
 """
 from __future__ import annotations
 
@@ -15,25 +16,49 @@ import warnings
 
 import numpy as np
 
-from keyscribe.score import asap, beatnet
+from tqdm import tqdm
+
+from keyscribe.score import asap, beatnet, notenet
 from keyscribe.score import beats as B
 from keyscribe.score.io import load_performance
 
 
-def _rows(entries, params):
+def rule_tracker():
+    """perf -> (the rule tracker's beats, the frame network's beat activation)."""
+    params = beatnet.load_default()
+    if params is None:
+        raise SystemExit("beatnet.npz is missing")
+
+    def track(perf):
+        a = beatnet.activations(params, perf)
+        return B.estimate_metre_rule(perf, choose=False).beats, np.maximum(a[0], a[1])
+    return track
+
+
+def notes_tracker():
+    """perf -> (the note network's tracked beats, its beat activation)."""
+    sessions = notenet.load_default()
+    if sessions is None:
+        raise SystemExit("the note network's weights are missing")
+
+    def track(perf):
+        beats, act, _ = notenet.tracked_beats(sessions[0], notenet.sorted_notes(perf))
+        return beats, act
+    return track
+
+
+def _rows(entries, track, desc: str):
     import mir_eval
 
     rows = []
-    for e in entries:
+    for e in tqdm(entries, desc=desc, unit="performance"):
         perf = load_performance(e.performance)
         ann = asap.read_annotations(e.annotations)
-        m = B.estimate_metre_rule(perf, choose=False)
-        env = B.onset_envelope(perf.notes)
-        a = beatnet.activations(params, perf)
-        feats = B.level_features(perf.notes, m.beats, env, np.maximum(a[0], a[1]))
+        beats, act = track(perf)
+        feats = B.level_features(perf.notes, beats, B.onset_envelope(perf.notes), act)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            f1 = np.array([mir_eval.beat.f_measure(ann.beats, c, 0.07) for c in B.level_candidates(m.beats)])
+            f1 = np.array([mir_eval.beat.f_measure(ann.beats, c, 0.07) for c in B.level_candidates(beats)])
         if np.all(np.isfinite(feats)):
             rows.append((feats, f1))
     return rows
@@ -69,17 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--asap", default=None)
     ap.add_argument("--n", type=int, default=200, help="training performances to fit on")
+    ap.add_argument("--tracker", choices=("rule", "notes"), default="rule")
     args = ap.parse_args(argv)
-    params = beatnet.load_default()
-    if params is None:
-        raise SystemExit("beatnet.npz is missing")
+    track = rule_tracker() if args.tracker == "rule" else notes_tracker()
     train = [e for e in asap.entries(args.asap, split="train") if not asap.is_validation(e.composer, e.title)]
     random.Random(5).shuffle(train)
     val = [e for e in asap.entries(args.asap, split="train") if asap.is_validation(e.composer, e.title)]
-    tr_rows = _rows(train[:args.n], params)
+    tr_rows = _rows(train[:args.n], track, "train")
     mu, sd, w = fit(tr_rows)
     print("train:", report(tr_rows, mu, sd, w))
-    print("validation:", report(_rows(val, params), mu, sd, w))
+    print("validation:", report(_rows(val, track, "validation"), mu, sd, w))
     print("_LEVEL_MU =", np.round(mu, 4).tolist())
     print("_LEVEL_SD =", np.round(sd, 4).tolist())
     print("_LEVEL_W =", np.round(w, 4).tolist())

@@ -111,18 +111,26 @@ def downbeat_probabilities(notes, probs: np.ndarray, beats: np.ndarray, toleranc
     return out
 
 
+def tracked_beats(session, notes, downbeat_session=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(beats (s), per-frame beat activation, (2, N) note probabilities) of sorted `notes`: the HMM's beats
+    on the network's activation, trimmed to the notes and snapped to onsets."""
+    from keyscribe.score import beats as B
+
+    probs = note_probabilities(session, notes)
+    if downbeat_session is not None:
+        probs[1] = note_probabilities(downbeat_session, notes)[1]
+    act = beat_activation(notes, probs[0], int(max(n.offset_s for n in notes) * FPS) + 2)
+    bt = B.dbn_beats(act, FPS, observation_lambda=OBSERVATION_LAMBDA)
+    return B.snap_to_onsets(B._trim_to_notes(bt, notes, 0.0), notes, 0.06), act, probs
+
+
 def estimate_metre_notes(session, perf: Performance, downbeat_session=None):
     """Beats, downbeats and metre from the note network's probabilities: beats from `session`, downbeats
     from `downbeat_session` (default: the same network)."""
     from keyscribe.score import beats as B
 
     notes = sorted_notes(perf)
-    probs = note_probabilities(session, notes)
-    if downbeat_session is not None:
-        probs[1] = note_probabilities(downbeat_session, notes)[1]
-    act = beat_activation(notes, probs[0], int(max(n.offset_s for n in notes) * FPS) + 2)
-    bt = B.dbn_beats(act, FPS, observation_lambda=OBSERVATION_LAMBDA)
-    bt = B.snap_to_onsets(B._trim_to_notes(bt, notes, 0.0), notes, 0.06)
+    bt, act, probs = tracked_beats(session, notes, downbeat_session)
     if len(bt) < 2:
         return B.estimate_metre_rule(perf)
     db = downbeat_probabilities(notes, probs, bt)
