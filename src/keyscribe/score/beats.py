@@ -415,14 +415,6 @@ def level_features(notes, bt: np.ndarray, env: np.ndarray, act: np.ndarray) -> n
     return np.stack(out)
 
 
-def pick_level(notes, bt: np.ndarray, env: np.ndarray, act: np.ndarray, weights: tuple) -> np.ndarray:
-    """The candidate of `level_candidates(bt)` that a fitted chooser `weights` = (mu, sd, w) scores best."""
-    mu, sd, w = weights
-    score = ((level_features(notes, bt, env, act) - mu) / sd) @ w
-    score[~np.isfinite(score)] = -np.inf
-    return level_candidates(bt)[int(np.argmax(score))]
-
-
 def choose_level(notes, bt: np.ndarray, env: np.ndarray | None = None, act: np.ndarray | None = None) -> np.ndarray:
     """The beats at the metrical level the learned chooser prefers (unchanged without the model).
     `act`: the network's (2, T) activations when already computed."""
@@ -433,7 +425,10 @@ def choose_level(notes, bt: np.ndarray, env: np.ndarray | None = None, act: np.n
         return bt
     env = onset_envelope(notes) if env is None else env
     a = beatnet.activations(params, Performance(tuple(notes))) if act is None else act
-    return pick_level(notes, bt, env, np.maximum(a[0], a[1]), (_LEVEL_MU, _LEVEL_SD, _LEVEL_W))
+    f = level_features(notes, bt, env, np.maximum(a[0], a[1]))
+    score = ((f - _LEVEL_MU) / _LEVEL_SD) @ _LEVEL_W
+    score[~np.isfinite(score)] = -np.inf
+    return level_candidates(bt)[int(np.argmax(score))]
 
 
 # ----------------------------------------------------------------------------------------------- entry

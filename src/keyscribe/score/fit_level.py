@@ -1,7 +1,7 @@
 """Fit a metrical-level chooser on ASAP training performances.
 
     python -m keyscribe.score.fit_level --n 200                   # the rule tracker's (beats._LEVEL_*)
-    python -m keyscribe.score.fit_level --n 200 --tracker notes   # the note network's (notenet.LEVEL)
+    python -m keyscribe.score.fit_level --n 300 --tracker notes   # the note network's (none applied: below)
 
 For each training performance (never a held-out or validation piece), the tracker's beats give four
 candidates (x1, every other beat in two phases, x2); each candidate gets `beats.level_features` and its
