@@ -16,9 +16,10 @@ def _cooccurrence():
 
 
 CONFIGS = [ModelConfig(variant=v) for v in VARIANTS] + [ModelConfig(harmonics=(0.5, 1, 2, 3))]
+CONFIG_IDS = [f"{c.variant}{'-harmonic' if c.harmonics else ''}" for c in CONFIGS]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[f"{c.variant}{'-harmonic' if c.harmonics else ''}" for c in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
 def test_output_shapes_and_every_parameter_gets_a_gradient(config):
     torch.manual_seed(0)
     model = Transcriber(config, _cooccurrence())
@@ -56,7 +57,7 @@ def test_gcn_classifiers_depend_on_the_graph():
         assert not torch.allclose(a(x)["frame"], b(x)["frame"])
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[f"{c.variant}{'-harmonic' if c.harmonics else ''}" for c in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
 def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path, config):
     torch.manual_seed(1)
     model = Transcriber(config, _cooccurrence())

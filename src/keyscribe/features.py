@@ -11,6 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from keyscribe.notes import MIN_PITCH, N_KEYS
+
 BLOCK_FRAMES = 4096  # frames per FFT block: bounds memory at ~BLOCK_FRAMES * n_fft floats
 
 
@@ -85,10 +87,10 @@ def log_mel(audio: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.nd
 
 
 def key_grid_hz(bins_per_semitone: int) -> np.ndarray:
-    """(88 * bins_per_semitone,) frequencies in Hz of a log-frequency grid whose bins are centred on
+    """(N_KEYS * bins_per_semitone,) frequencies in Hz of a log-frequency grid whose bins are centred on
     the piano keys: `bins_per_semitone` bins per key, the key's own frequency in the middle one."""
     offsets = (np.arange(bins_per_semitone) - (bins_per_semitone - 1) / 2) / bins_per_semitone
-    pitches = (np.arange(21, 109)[:, None] + offsets[None]).ravel()
+    pitches = ((MIN_PITCH + np.arange(N_KEYS))[:, None] + offsets[None]).ravel()
     return 440.0 * 2.0 ** ((pitches - 69) / 12)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from keyscribe.features import FeatureConfig, harmonic_stack
 from keyscribe.notes import N_KEYS
 
 HEADS = ("onset", "offset", "frame", "velocity")
@@ -91,7 +92,6 @@ class HarmonicStack(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        from keyscribe.features import FeatureConfig, harmonic_stack
         if config.n_mels != FeatureConfig().n_mels:
             raise ValueError(f"the harmonic stack reads the default {FeatureConfig().n_mels}-band log-mel, "
                              f"not {config.n_mels} bands")

@@ -89,8 +89,8 @@ def label_rates(excerpts: list[Excerpt], max_excerpts: int = 400, seed: int = 0)
         struck += onset.sum(0)
         frames += onset.shape[0]
         if ex.has_pedal:
-            pedal = np.asarray(ex.roll("pedal")).astype(int) > 0
-            change = np.diff(pedal.astype(int), prepend=0)
+            pedal = (np.asarray(ex.roll("pedal")) > 0).astype(int)
+            change = np.diff(pedal, prepend=0)
             pedal_on += [(change == 1).sum(), (change == -1).sum(), pedal.sum()]
             pedal_frames += pedal.size
     overall_velocity = velocity_sum.sum() / max(struck.sum(), 1)
