@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from keyscribe.data.build import DatasetConfig, build_dataset
+from keyscribe.data.build import DatasetConfig, build_dataset, remap_velocities
 from keyscribe import report
 from keyscribe.data.shards import label_rates, load_split
 from keyscribe.errors import KeyscribeError
 from keyscribe.midi import read_midi, write_tsv
+from keyscribe.notes import Note, Performance
 from keyscribe.train import TrainConfig, learning_rate_at, load_configs, load_model, train, validate
 
 CONFIG = Path(__file__).resolve().parents[1] / "src" / "keyscribe" / "configs" / "crgcn.toml"
@@ -52,6 +53,41 @@ def test_dataset_shards_are_aligned_and_labelled(tiny_dataset):
         assert not (ex.roll("velocity")[ex.roll("frame") == 0]).any()
     manifest = [json.loads(line) for line in (tiny_dataset / "manifest.jsonl").read_text().splitlines()]
     assert {r["piano"] for r in manifest} >= {"fluidr3-grand"} and all("seed" in r for r in manifest)
+
+
+def test_remap_velocities_scales_and_spreads_about_the_median_within_midi_range():
+    perf = Performance((Note(0.0, 1.0, 60, 40), Note(0.5, 1.0, 64, 60), Note(1.0, 2.0, 67, 80), Note(1.5, 2.0, 72, 127)))
+    assert [n.velocity for n in remap_velocities(perf, 0.5, 1.0).notes] == [20, 30, 40, 64]
+    # median 70: 70 + 2 * (v - 70), then clipped to 1..127
+    assert [n.velocity for n in remap_velocities(perf, 1.0, 2.0).notes] == [10, 50, 90, 127]
+    assert [(n.onset_s, n.offset_s, n.pitch) for n in remap_velocities(perf, 0.3, 1.7).notes] == \
+        [(n.onset_s, n.offset_s, n.pitch) for n in perf.notes]
+
+
+def test_dynamics_change_the_rendered_velocities_and_their_labels_only(tiny_dataset, tmp_path, shared_dir):
+    """The same jobs rendered at half velocity: the velocity labels halve, onsets stay, and the audio is
+    rendered from the new velocities (the manifest records them)."""
+    config = DatasetConfig(asap_dir=str(shared_dir / "asap"), maps_synth_dir=str(shared_dir / "maps" / "synth"),
+                           train_hours=4 * 5 / 3600, validation_hours=0.0, excerpt_s=5.0, maps_share=0.25,
+                           pianos=("fluidr3-grand",), augment=False, workers=1,
+                           velocity_scale=(0.5, 0.5), velocity_spread=(1.0, 1.0))
+    build_dataset(config, tmp_path)
+    manifest = {r["id"]: r for r in map(json.loads, (tmp_path / "manifest.jsonl").read_text().splitlines())}
+    before = {ex.id: ex for ex in load_split(tiny_dataset, "train")}
+    compared = 0
+    for ex in load_split(tmp_path, "train"):
+        if manifest[ex.id]["kind"] != "midi":
+            assert "dynamics" not in manifest[ex.id]  # a recording's dynamics cannot be changed
+            continue
+        assert manifest[ex.id]["dynamics"] == {"velocity_scale": 0.5, "velocity_spread": 1.0}
+        old, new = before[ex.id], ex
+        np.testing.assert_array_equal(new.roll("onset"), old.roll("onset"))
+        v_old, v_new = old.roll("velocity").astype(int), new.roll("velocity").astype(int)
+        on = old.roll("frame") > 0
+        assert np.abs(v_new[on] - v_old[on] / 2).max() <= 0.5
+        assert not np.array_equal(np.asarray(new.mel), np.asarray(old.mel))
+        compared += 1
+    assert compared >= 2
 
 
 def test_label_rates_are_the_shares_of_frames_on_and_the_mean_velocity(tiny_dataset):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -41,6 +41,12 @@ class DatasetConfig:
     maps_share: float = 0.1  # fraction of training excerpts cut from MAPS synthetic recordings
     pianos: tuple[str, ...] = ()  # empty: every installed piano
     augment: bool = True
+    # Dynamics of rendered excerpts (MIDI sources only): velocities v become
+    # scale * (median + spread * (v - median)), with scale log-uniform and spread uniform in these ranges
+    # per excerpt; (1, 1) leaves them as played. ASAP's competition performances are loud (median
+    # velocity 67), so soft playing is rare in them, and it is where the models miss most notes.
+    velocity_scale: tuple[float, float] = (1.0, 1.0)
+    velocity_spread: tuple[float, float] = (1.0, 1.0)
     seed: int = 0
     workers: int = 2
 
@@ -89,6 +95,24 @@ def excerpt_window(perf: Performance, start_s: float, length_s: float, pre_s: fl
     return Performance(tuple(notes), tuple(pedals))
 
 
+def remap_velocities(perf: Performance, scale: float, spread: float) -> Performance:
+    """`perf` played with other dynamics: each velocity v becomes scale * (m + spread * (v - m)), m the
+    median velocity, rounded and kept in 1..127. Timing, pitches and pedal are unchanged."""
+    if not perf.notes:
+        return perf
+    m = float(np.median([n.velocity for n in perf.notes]))
+    notes = tuple(replace(n, velocity=int(np.clip(round(scale * (m + spread * (n.velocity - m))), 1, 127)))
+                  for n in perf.notes)
+    return Performance(notes, perf.pedals)
+
+
+def draw_dynamics(config: DatasetConfig, rng: np.random.Generator) -> tuple[float, float]:
+    """(scale, spread) for one excerpt, as `DatasetConfig.velocity_scale` / `velocity_spread` describe."""
+    lo, hi = config.velocity_scale
+    scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    return scale, float(rng.uniform(*config.velocity_spread))
+
+
 def excerpt_labels(window: Performance, pre_s: float, n_frames: int, features: FeatureConfig,
                    sustained: bool = False) -> np.ndarray:
     """(n_frames, LABEL_COLUMNS) uint8 rolls of the excerpt after the pre-roll."""
@@ -125,8 +149,9 @@ def shard_paths(out_dir: Path, job_id: str) -> tuple[Path, Path]:
     return out_dir / "shards" / f"{job_id}.mel.npy", out_dir / "shards" / f"{job_id}.labels.npy"
 
 
-def _excerpt_audio(job: Job, config: DatasetConfig, features: FeatureConfig) -> tuple[np.ndarray, Performance, float, bool]:
-    """(audio of window, window labels, pre-roll s, labels already sustained) for one job."""
+def _excerpt_audio(job: Job, config: DatasetConfig, features: FeatureConfig
+                   ) -> tuple[np.ndarray, Performance, float, bool, dict]:
+    """(audio of window, window labels, pre-roll s, labels already sustained, dynamics drawn) for one job."""
     sr = features.sample_rate
     perf = read_labels(job.labels)
     pre = pre_roll_s(features)
@@ -134,6 +159,12 @@ def _excerpt_audio(job: Job, config: DatasetConfig, features: FeatureConfig) -> 
         from keyscribe.data.render import render
         start = pre + job.start_fraction * max(perf.end_s - config.excerpt_s - pre, 0.0)
         window = excerpt_window(perf, start, config.excerpt_s, pre)
+        dynamics = {}
+        if (config.velocity_scale, config.velocity_spread) != ((1.0, 1.0), (1.0, 1.0)):
+            # a stream of its own, so excerpts without it keep the renders and augmentations they had
+            scale, spread = draw_dynamics(config, np.random.default_rng([job.seed, 1]))
+            window = remap_velocities(window, scale, spread)
+            dynamics = {"velocity_scale": scale, "velocity_spread": spread}
         audio = render(window, job.piano, sample_rate=sr, seed=job.seed)
         sustained = False
     else:
@@ -144,16 +175,16 @@ def _excerpt_audio(job: Job, config: DatasetConfig, features: FeatureConfig) -> 
         first = int(round((start - pre) * sr))
         audio = full[first: first + int(round((pre + config.excerpt_s) * sr))]
         window = excerpt_window(perf, start, config.excerpt_s, pre)
-        sustained = True
+        sustained, dynamics = True, {}
     n_window = int(round((pre + config.excerpt_s) * sr))
     audio = np.pad(audio[:n_window], (0, max(0, n_window - audio.size)))
-    return audio.astype(np.float32), window, pre, sustained
+    return audio.astype(np.float32), window, pre, sustained, dynamics
 
 
 def run_job(job: Job, config: DatasetConfig, out_dir: Path, features: FeatureConfig = FeatureConfig()) -> dict:
     """Render, augment, featurise and label one excerpt; write its shard files atomically."""
     mel_path, label_path = shard_paths(out_dir, job.id)
-    audio, window, pre, sustained = _excerpt_audio(job, config, features)
+    audio, window, pre, sustained, dynamics = _excerpt_audio(job, config, features)
     augment_params: dict = {}
     if config.augment:
         from keyscribe.data.augment import augment
@@ -165,7 +196,8 @@ def run_job(job: Job, config: DatasetConfig, out_dir: Path, features: FeatureCon
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, array)
         os.replace(tmp, path)
-    return {**asdict(job), "frames": int(mel.shape[0]), "has_pedal": not sustained, "augment": augment_params}
+    return {**asdict(job), "frames": int(mel.shape[0]), "has_pedal": not sustained, "augment": augment_params,
+            **({"dynamics": dynamics} if dynamics else {})}
 
 
 def _run_job_safely(args: tuple[Job, DatasetConfig, Path]) -> dict:
