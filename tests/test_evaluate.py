@@ -2,13 +2,14 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import mir_eval
 import numpy as np
 import pytest
 
-from keyscribe.evaluate import error_types, evaluate_folders, evaluate_performance, per_key_counts
-from keyscribe.midi import read_tsv, write_midi, write_tsv
+from keyscribe.evaluate import error_types, evaluate_folders, evaluate_performance, per_key_counts, recall_by_velocity
+from keyscribe.midi import read_midi, read_tsv, write_midi, write_tsv
 from keyscribe.notes import Note, PedalInterval, Performance
 
 
@@ -138,3 +139,28 @@ def test_error_types_and_per_key_counts_agree_and_handle_empty_sides():
     empty, dev = error_types(ref, Performance(()))
     assert empty["missed"] == 10 and dev.size == 0
     assert error_types(Performance(()), est)[0]["extra_other"] == 10
+
+
+def test_recall_by_velocity_counts_found_and_all_reference_notes_per_band():
+    # bands 0-29, 30-44, 45-59, 60-74, 75-89, 90-127
+    velocities = (10, 29, 30, 50, 59, 60, 100, 127)
+    ref = Performance(tuple(Note(0.5 * i, 0.5 * i + 0.4, 60 + i, v) for i, v in enumerate(velocities)))
+    found = {0, 2, 3, 6}  # and one estimate 80 ms late: not found
+    est = Performance(tuple(Note(0.5 * i + (0.01 if i in found else 0.08), 0.5 * i + 0.4, 60 + i, 64)
+                            for i in range(len(velocities))))
+    counts = recall_by_velocity(ref, est)
+    assert counts.tolist() == [[1, 1, 1, 0, 0, 1], [2, 1, 2, 1, 0, 2]]
+    assert recall_by_velocity(ref, Performance(())).tolist() == [[0] * 6, [2, 1, 2, 1, 0, 2]]
+
+
+def test_cli_evaluate_model_scores_the_shipped_model_on_a_labelled_recording(tmp_path):
+    examples = Path(__file__).resolve().parents[1] / "src" / "keyscribe" / "examples"
+    shutil.copy(examples / "example.ogg", tmp_path)
+    reference = read_midi(examples / "example.mid")
+    write_tsv(reference, tmp_path / "example.tsv")
+    result = _cli("evaluate-model", "--data", str(tmp_path), "--json", str(tmp_path / "scores.json"))
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["mean"]["note/f1"] > 0.9  # the shipped model on its own demo recording
+    found, total = scores["recall_by_velocity"]
+    assert sum(total) == len(reference.notes) and "note-onset recall by reference velocity" in result.stdout

@@ -207,12 +207,16 @@ def test_report_scores_a_checkpoint_on_recordings_and_tunes_on_excerpts(tiny_dat
     assert kinds["matched"] == np.asarray(result["per_key"])[0].sum() and kinds["missed"] >= kinds["mistimed"]
     table = report._error_table({"m": {"maps": result}}, "maps")
     assert len(table) == 3 and table[2].startswith(f"| m | {kinds['matched']} | {kinds['missed']} |")
+    found, total = np.asarray(result["recall_by_velocity"])
+    assert found.sum() == kinds["matched"] and total.sum() == kinds["matched"] + kinds["missed"]
+    assert report._velocity_table({"m": {"maps": result}}, "maps")[2].startswith("| m | ")
     tuned, grid = report.tune_decoding(tmp_path / "run" / "best.pt", load_split(tiny_dataset, "validation"))
     assert f"{tuned.onset_threshold}/{tuned.frame_threshold}" in grid
     assert grid[f"{tuned.onset_threshold}/{tuned.frame_threshold}"] == max(grid.values())
 
 
-@pytest.mark.parametrize("name", ["crgcn", "crgcn-wide", "crgcn-harmonic", "crgcn-control", "cnn_rnn", "cnn_rnn_mlp"])
+@pytest.mark.parametrize("name", ["crgcn", "crgcn-wide", "crgcn-harmonic", "crgcn-control", "cnn_rnn", "cnn_rnn_mlp",
+                                  "cnn_rnn-control"])
 def test_every_training_config_loads_and_builds_its_model(name):
     from keyscribe.model import Transcriber
 

@@ -145,8 +145,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate_model(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate-model", help="transcribe labelled recordings with a checkpoint and score them")
-    p.add_argument("--checkpoint", required=True, help="a training checkpoint (.pt)")
+    p = sub.add_parser("evaluate-model", help="transcribe labelled recordings with a model and score them")
+    p.add_argument("--checkpoint", help="a training checkpoint (.pt) or an exported model (.onnx); "
+                                        "default: the shipped model")
     p.add_argument("--data", default="../shared/data/maps/ENSTDkAm", help="folder of audio + .tsv labels")
     p.add_argument("--limit", type=int, help="only the first N recordings")
     p.add_argument("--json", help="write the metrics to this JSON file")
@@ -155,8 +156,9 @@ def _add_evaluate_model(sub: argparse._SubParsersAction) -> None:
 
 def _run_evaluate_model(args: argparse.Namespace) -> int:
     from keyscribe import evaluate, report
-    result = report.evaluate_on_recordings(report.checkpoint_transcriber(args.checkpoint), args.data, limit=args.limit)
+    result = report.evaluate_on_recordings(report.model_file_transcriber(args.checkpoint), args.data, limit=args.limit)
     print(evaluate.format_table(result))
+    print(evaluate.format_velocity_recall(result["recall_by_velocity"]))
     print(f"{result['audio_seconds']:.0f} s of audio in {result['seconds']:.1f} s of model + decoding time")
     if args.json:
         evaluate.write_json(result, args.json)

@@ -115,6 +115,19 @@ def per_key_counts(ref: Performance, est: Performance, onset_tolerance_s: float 
 
 
 ERROR_TYPES = ("matched", "missed", "mistimed", "extra_octave", "extra_repeat", "extra_other")
+VELOCITY_BANDS = (0, 30, 45, 60, 75, 90, 128)  # MIDI velocity band edges for `recall_by_velocity`
+
+
+def recall_by_velocity(ref: Performance, est: Performance, onset_tolerance_s: float = 0.05,
+                       bands: tuple[int, ...] = VELOCITY_BANDS) -> np.ndarray:
+    """(2, len(bands) - 1) reference notes found (onset within the tolerance) and reference notes in
+    all, per band of the reference velocity [bands[i], bands[i + 1])."""
+    ref_iv, ref_p, ref_v = notes_to_arrays(ref.notes)
+    est_iv, est_p, _ = notes_to_arrays(est.notes)
+    ref_hit, _ = _hit_masks(_matches(ref_iv, ref_p, est_iv, est_p, onset_tolerance_s), len(ref_p), len(est_p))
+    band = np.digitize(ref_v, bands[1:-1])
+    return np.stack([np.bincount(band[ref_hit], minlength=len(bands) - 1),
+                     np.bincount(band, minlength=len(bands) - 1)])
 
 
 def error_types(ref: Performance, est: Performance, onset_tolerance_s: float = 0.05,
@@ -163,13 +176,16 @@ def _hit_masks(matches: list[tuple[int, int]], n_ref: int, n_est: int) -> tuple[
     return ref_hit, est_hit
 
 
-def summarise_errors(per_file: list[tuple[dict[str, int], np.ndarray]]) -> dict:
-    """`{"error_types": totals, "onset_timing": {"median_s", "iqr_s"}}` over `error_types` results."""
+def summarise_errors(per_file: list[tuple[dict[str, int], np.ndarray]], velocity_counts: list[np.ndarray] = ()
+                     ) -> dict:
+    """`{"error_types": totals, "onset_timing": {"median_s", "iqr_s"}, "recall_by_velocity": [found,
+    total]}` over `error_types` (and `recall_by_velocity`) results."""
     totals = {k: int(sum(counts[k] for counts, _ in per_file)) for k in ERROR_TYPES}
     deviations = np.concatenate([d for _, d in per_file]) if per_file else np.zeros(0)
     timing = {"median_s": float(np.median(deviations)) if deviations.size else None,
               "iqr_s": [float(q) for q in np.percentile(deviations, [25, 75])] if deviations.size else None}
-    return {"error_types": totals, "onset_timing": timing}
+    found_total = np.sum(velocity_counts, axis=0) if len(velocity_counts) else np.zeros((2, len(VELOCITY_BANDS) - 1))
+    return {"error_types": totals, "onset_timing": timing, "recall_by_velocity": found_total.astype(int).tolist()}
 
 
 def pair_files(ref_dir: str | os.PathLike, est_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
@@ -223,6 +239,15 @@ def format_table(result: dict) -> str:
     lines += ["-" * len(header), row("mean", result["mean"])]
     if result.get("unpaired"):
         lines.append(f"({len(result['unpaired'])} reference files had no estimate: {', '.join(result['unpaired'][:5])}...)")
+    return "\n".join(lines)
+
+
+def format_velocity_recall(found_total) -> str:
+    """One line per velocity band: the share of reference notes found, of how many."""
+    found, total = np.asarray(found_total)
+    lines = ["note-onset recall by reference velocity"]
+    for lo, hi, f, t in zip(VELOCITY_BANDS[:-1], VELOCITY_BANDS[1:], found, total):
+        lines.append(f"  {lo:>3}-{hi - 1:<3}  {f / t:.3f}  of {t} notes" if t else f"  {lo:>3}-{hi - 1:<3}  -      no notes")
     return "\n".join(lines)
 
 

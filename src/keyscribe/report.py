@@ -16,13 +16,13 @@ from tqdm import tqdm
 from keyscribe.audio import load_audio
 from keyscribe.data.maps import maps_recordings
 from keyscribe.decode import DecodeConfig, decode_notes
-from keyscribe.evaluate import (ERROR_TYPES, error_types, evaluate_performance, mean_scores, per_key_counts,
-                                 summarise_errors)
+from keyscribe.evaluate import (ERROR_TYPES, VELOCITY_BANDS, error_types, evaluate_performance, mean_scores,
+                                 per_key_counts, recall_by_velocity, summarise_errors)
 from keyscribe.features import FeatureConfig, log_mel
 from keyscribe.midi import read_labels
 from keyscribe.notes import Performance
-from keyscribe.train import (evaluate_on_excerpts, excerpt_reference, load_model, model_transcriber, probabilities,
-                             run_decode_config)
+from keyscribe.train import (decoding_transcriber, evaluate_on_excerpts, excerpt_reference, load_model,
+                             model_transcriber, probabilities, run_decode_config)
 
 
 def checkpoint_transcriber(checkpoint: str | os.PathLike, decode: DecodeConfig | None = None,
@@ -32,6 +32,17 @@ def checkpoint_transcriber(checkpoint: str | os.PathLike, decode: DecodeConfig |
     return model_transcriber(load_model(checkpoint), decode or run_decode_config(checkpoint), features)
 
 
+def model_file_transcriber(model: str | os.PathLike | None = None) -> Callable:
+    """Like `checkpoint_transcriber` for a training checkpoint (.pt); for an exported model (.onnx, or
+    None: the shipped one) through onnxruntime, decoded with the settings saved beside it."""
+    if model is not None and Path(model).suffix == ".pt":
+        return checkpoint_transcriber(model)
+    from keyscribe.inference import load_model as load_runtime
+
+    runtime = load_runtime(model, device="cpu")
+    return decoding_transcriber(runtime.probabilities, runtime.decode_config, runtime.features)
+
+
 def evaluate_on_recordings(transcribe: Callable, data_dir: str | os.PathLike, *, limit: int | None = None,
                            features: FeatureConfig = FeatureConfig()) -> dict:
     """`{"mean", "files", "seconds", "audio_seconds"}`: every recording with a tsv in `data_dir`,
@@ -39,7 +50,7 @@ def evaluate_on_recordings(transcribe: Callable, data_dir: str | os.PathLike, *,
     recordings = maps_recordings(data_dir)[:limit]
     files, busy, audio_s = {}, 0.0, 0.0
     key_counts = np.zeros((3, 88), np.int64)
-    errors = []
+    errors, by_velocity = [], []
     for rec in tqdm(recordings, desc="evaluate", unit="file"):
         audio = load_audio(rec.audio_path, sample_rate=features.sample_rate)
         start = time.perf_counter()
@@ -50,8 +61,9 @@ def evaluate_on_recordings(transcribe: Callable, data_dir: str | os.PathLike, *,
         files[rec.audio_path.stem] = evaluate_performance(ref, est)
         key_counts += per_key_counts(ref, est)
         errors.append(error_types(ref.with_sustain(), est.with_sustain()))
+        by_velocity.append(recall_by_velocity(ref, est))
     return {"mean": mean_scores(files), "files": files, "seconds": busy, "audio_seconds": audio_s,
-            "per_key": key_counts.tolist(), **summarise_errors(errors)}
+            "per_key": key_counts.tolist(), **summarise_errors(errors, by_velocity)}
 
 
 def tune_decoding(checkpoint: str | os.PathLike, excerpts: list, features: FeatureConfig = FeatureConfig(),
@@ -142,6 +154,17 @@ def _error_table(entries: dict, dataset: str) -> list[str]:
     return lines
 
 
+def _velocity_table(entries: dict, dataset: str) -> list[str]:
+    bands = [f"{lo}-{hi - 1}" for lo, hi in zip(VELOCITY_BANDS[:-1], VELOCITY_BANDS[1:])]
+    total = np.asarray(next(iter(entries.values()))[dataset]["recall_by_velocity"])[1]
+    lines = ["| model | " + " | ".join(f"{b} ({t:,} notes)" for b, t in zip(bands, total)) + " |",
+             "|---|" + "---|" * len(bands)]
+    for name, e in entries.items():
+        found, n = np.asarray(e[dataset]["recall_by_velocity"])
+        lines.append(f"| {name} | " + " | ".join(f"{f / max(t, 1):.3f}" for f, t in zip(found, n)) + " |")
+    return lines
+
+
 def _row(name: str, mean: dict) -> str:
     cells = [mean.get(f"{m}/f1") for m in F1_COLUMNS]
     return f"| {name} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |"
@@ -202,10 +225,13 @@ def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_
               "away), repeat (the key is still held in the reference), other. Onset lag: estimate minus "
               "reference over notes matched within 150 ms, median and quartiles; the recordings' sound follows "
               "MAPS's MIDI times by a Disklavier's action delay, so every transcriber shows a positive lag here."]
+    lines += ["", "### Note-onset recall by reference velocity (ENSTDkAm)", "", *_velocity_table(entries, "maps")]
     lines += ["", f"## Synthetic validation ({len(validation)} excerpts of held-out pieces, rendered and augmented)", "",
               "| model | frame | note | note+offset | note+offset+velocity | pedal |", "|---|---|---|---|---|---|"]
     lines += [_row(name, e["validation"]["mean"]) for name, e in entries.items()]
     lines += ["", "### Note-onset errors by kind (synthetic validation)", "", *_error_table(entries, "validation")]
+    lines += ["", "### Note-onset recall by reference velocity (synthetic validation)", "",
+              *_velocity_table(entries, "validation")]
     lines += ["", f"## Per file: {main} on ENSTDkAm", "", "| file | frame | note | note+offset | note+offset+velocity | pedal |",
               "|---|---|---|---|---|---|"]
     lines += [_row(stem, scores) for stem, scores in entries[main]["maps"]["files"].items()]

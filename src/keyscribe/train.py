@@ -29,7 +29,7 @@ from keyscribe.config import from_table
 from keyscribe.data.shards import Excerpt, cooccurrence_from_excerpts, label_rates, load_split, random_batch
 from keyscribe.decode import DecodeConfig, decode_notes, decode_pedals
 from keyscribe.errors import KeyscribeError
-from keyscribe.evaluate import error_types, evaluate_performance, mean_scores, summarise_errors
+from keyscribe.evaluate import error_types, evaluate_performance, mean_scores, recall_by_velocity, summarise_errors
 from keyscribe.features import FeatureConfig
 from keyscribe.labels import roll_to_pedals, rolls_to_notes
 from keyscribe.model import HEADS, ModelConfig, Transcriber, count_parameters, init_biases_at_priors
@@ -148,8 +148,15 @@ def excerpt_reference(ex: Excerpt, frame_rate: float) -> Performance:
 
 def model_transcriber(model: Transcriber, decode: DecodeConfig, features: FeatureConfig = FeatureConfig()) -> Callable:
     """A function log-mel (T, n_mels) -> Performance: the model's probabilities, decoded."""
+    return decoding_transcriber(lambda mel: probabilities(model, mel), decode, features)
+
+
+def decoding_transcriber(probabilities_of: Callable[[np.ndarray], dict], decode: DecodeConfig,
+                         features: FeatureConfig = FeatureConfig()) -> Callable:
+    """A function log-mel (T, n_mels) -> Performance: `probabilities_of(mel)` (as `probabilities` names
+    them), decoded with `decode`."""
     def transcribe(mel: np.ndarray) -> Performance:
-        probs = probabilities(model, mel)
+        probs = probabilities_of(mel)
         notes = decode_notes(probs["onset"], probs["frame"], probs["velocity"], features.frame_rate, decode)
         return Performance(tuple(notes), tuple(decode_pedals(probs["pedal_frame"], features.frame_rate, decode)))
 
@@ -159,16 +166,17 @@ def model_transcriber(model: Transcriber, decode: DecodeConfig, features: Featur
 def evaluate_on_excerpts(transcribe: Callable, excerpts: list[Excerpt], features: FeatureConfig = FeatureConfig(),
                          progress: bool = True, error_kinds: bool = False) -> dict:
     """`{"mean", "files"}` over rendered excerpts: references from their label rolls (already sustained),
-    estimates as `transcribe` decodes them; with `error_kinds` also `"error_types"` and `"onset_timing"`
-    (left out of validation during training, which never reads them)."""
-    files, errors = {}, []
+    estimates as `transcribe` decodes them; with `error_kinds` also `"error_types"`, `"onset_timing"` and
+    `"recall_by_velocity"` (left out of validation during training, which never reads them)."""
+    files, errors, by_velocity = {}, [], []
     for ex in tqdm(excerpts, desc="validation", unit="excerpt", disable=not progress):
         estimate = transcribe(np.asarray(ex.mel, np.float32))
         reference = excerpt_reference(ex, features.frame_rate)
         files[ex.id] = evaluate_performance(reference, estimate, pedal_extend=False)
         if error_kinds:
             errors.append(error_types(reference, estimate))
-    return {"mean": mean_scores(files), "files": files, **(summarise_errors(errors) if error_kinds else {})}
+            by_velocity.append(recall_by_velocity(reference, estimate))
+    return {"mean": mean_scores(files), "files": files, **(summarise_errors(errors, by_velocity) if error_kinds else {})}
 
 
 def validate(model: Transcriber, excerpts: list[Excerpt], decode: DecodeConfig,
