@@ -120,6 +120,25 @@ def test_two_training_steps_from_the_real_config_then_resume(tiny_dataset, tmp_p
     assert 0.0 <= scores["frame/f1"] <= 1.0
 
 
+def test_training_reopens_the_shards_only_when_a_manifest_has_grown(tiny_dataset, tmp_path, monkeypatch):
+    """Each excerpt holds two open memory maps, so reopening every shard at each reload ran a run with
+    three datasets out of file descriptors (session 6)."""
+    from keyscribe import train as train_module
+
+    dataset = tmp_path / "dataset"
+    shutil.copytree(tiny_dataset, dataset)
+    opened = []
+    real = train_module._training_excerpts
+    monkeypatch.setattr(train_module, "_training_excerpts", lambda config: opened.append(1) or real(config))
+    model_config, train_config, decode = _configs(dataset, tmp_path / "run", max_steps=3, reload_every=1)
+    before = train_module._manifests(train_config)
+    assert train(model_config, train_config, decode, progress=False)["step"] == 3
+    assert len(opened) == 1 and train_module._manifests(train_config) == before
+    with open(dataset / "manifest.jsonl", "a") as manifest:
+        manifest.write((dataset / "manifest.jsonl").read_text().splitlines()[0] + "\n")
+    assert train_module._manifests(train_config) != before
+
+
 def test_learning_rate_steps_down_then_anneals_smoothly_to_the_final_rate():
     config = TrainConfig(learning_rate=1e-3, lr_step=100, lr_gamma=0.5, anneal_from=250, anneal_steps=100, lr_final=1e-5)
     assert learning_rate_at(0, config) == 1e-3 and learning_rate_at(99, config) == 1e-3
