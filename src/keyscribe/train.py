@@ -230,7 +230,7 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
     torch.manual_seed(config.seed + rank)
     run = Path(config.run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    train_set, manifests = _training_excerpts(config), _manifests(config)
+    train_set = _training_excerpts(config)
     if not train_set:
         raise KeyscribeError(f"{', '.join(config.datasets)}: no training excerpts")
     val_set = _validation_excerpts(config)
@@ -259,10 +259,8 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
     start = time.time()
     bar = tqdm(total=config.max_steps, initial=state["step"], desc="train", unit="step", disable=not progress or rank != 0)
     while state["step"] < config.max_steps:
-        if state["step"] % config.reload_every == 0 and state["step"] and _manifests(config) != manifests:
-            # every excerpt holds two open memory maps: let the old ones go before opening the new
-            train_set = None
-            train_set, manifests = _training_excerpts(config), _manifests(config)
+        if state["step"] % config.reload_every == 0 and state["step"]:
+            train_set = _training_excerpts(config)
             if len(val_set) < config.validation_excerpts:
                 val_set = _validation_excerpts(config)
         net.train()
@@ -313,11 +311,6 @@ def _moving_average(model: Transcriber, decay: float, payload: dict | None):
 
 def _training_excerpts(config: TrainConfig) -> list[Excerpt]:
     return [ex for folder in config.datasets for ex in load_split(folder, "train")]
-
-
-def _manifests(config: TrainConfig) -> tuple[int, ...]:
-    """The datasets' manifest sizes: they grow while a build adds excerpts, and only then is a reload due."""
-    return tuple((Path(folder) / "manifest.jsonl").stat().st_size for folder in config.datasets)
 
 
 def _validation_excerpts(config: TrainConfig) -> list[Excerpt]:

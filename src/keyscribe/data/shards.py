@@ -15,17 +15,31 @@ from keyscribe.notes import N_KEYS
 
 @dataclass(frozen=True)
 class Excerpt:
+    """One rendered excerpt. Its arrays are memory-mapped when read, not when listed: an open map holds a
+    file descriptor, and a dataset of tens of thousands of shards would exceed the process's limit."""
+
     id: str
-    mel: np.ndarray  # (frames, n_mels) float16, memory-mapped
-    labels: np.ndarray  # (frames, LABEL_COLUMNS) uint8, memory-mapped
+    mel_path: Path
+    label_path: Path
     has_pedal: bool
+
+    @property
+    def mel(self) -> np.ndarray:
+        """(frames, n_mels) float16, memory-mapped."""
+        return np.load(self.mel_path, mmap_mode="r")
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(frames, LABEL_COLUMNS) uint8, memory-mapped."""
+        return np.load(self.label_path, mmap_mode="r")
 
     def roll(self, name: str) -> np.ndarray:
         """One (frames, 88) label roll by name, or the (frames,) pedal roll."""
+        labels = self.labels
         if name == "pedal":
-            return self.labels[:, -1]
+            return labels[:, -1]
         i = LABEL_LAYOUT.index(name)
-        return self.labels[:, i * N_KEYS:(i + 1) * N_KEYS]
+        return labels[:, i * N_KEYS:(i + 1) * N_KEYS]
 
 
 def load_split(dataset_dir: str | os.PathLike, split: str) -> list[Excerpt]:
@@ -40,8 +54,7 @@ def load_split(dataset_dir: str | os.PathLike, split: str) -> list[Excerpt]:
         if record.get("split") != split or "error" in record:
             continue
         mel_path, label_path = shard_paths(root, record["id"])
-        excerpts.append(Excerpt(record["id"], np.load(mel_path, mmap_mode="r"), np.load(label_path, mmap_mode="r"),
-                                bool(record.get("has_pedal", True))))
+        excerpts.append(Excerpt(record["id"], mel_path, label_path, bool(record.get("has_pedal", True))))
     return excerpts
 
 
@@ -50,16 +63,17 @@ def random_batch(excerpts: list[Excerpt], batch_size: int, frames: int,
     """(mel (B, frames, n_mels) float32, labels (B, frames, columns) uint8, has_pedal (B,) bool):
     random crops of random excerpts; shorter excerpts are zero-padded (silence labels)."""
     picks = rng.integers(len(excerpts), size=batch_size)
-    n_mels, columns = excerpts[0].mel.shape[1], excerpts[0].labels.shape[1]
-    mel = np.full((batch_size, frames, n_mels), np.log(1e-5), np.float32)
-    labels = np.zeros((batch_size, frames, columns), np.uint8)
+    mel, labels = None, None
     for b, i in enumerate(picks):
-        ex = excerpts[i]
-        start = int(rng.integers(max(ex.mel.shape[0] - frames, 0) + 1))
+        ex_mel, ex_labels = excerpts[i].mel, excerpts[i].labels
+        if mel is None:
+            mel = np.full((batch_size, frames, ex_mel.shape[1]), np.log(1e-5), np.float32)
+            labels = np.zeros((batch_size, frames, ex_labels.shape[1]), np.uint8)
+        start = int(rng.integers(max(ex_mel.shape[0] - frames, 0) + 1))
         crop = slice(start, start + frames)
-        n = ex.mel[crop].shape[0]
-        mel[b, :n] = ex.mel[crop]
-        labels[b, :n] = ex.labels[crop]
+        n = ex_mel[crop].shape[0]
+        mel[b, :n] = ex_mel[crop]
+        labels[b, :n] = ex_labels[crop]
     return mel, labels, np.array([excerpts[i].has_pedal for i in picks])
 
 
