@@ -63,12 +63,11 @@ def random_batch(excerpts: list[Excerpt], batch_size: int, frames: int,
     """(mel (B, frames, n_mels) float32, labels (B, frames, columns) uint8, has_pedal (B,) bool):
     random crops of random excerpts; shorter excerpts are zero-padded (silence labels)."""
     picks = rng.integers(len(excerpts), size=batch_size)
-    mel, labels = None, None
+    n_mels, columns = excerpts[0].mel.shape[1], excerpts[0].labels.shape[1]
+    mel = np.full((batch_size, frames, n_mels), np.log(1e-5), np.float32)
+    labels = np.zeros((batch_size, frames, columns), np.uint8)
     for b, i in enumerate(picks):
-        ex_mel, ex_labels = excerpts[i].mel, excerpts[i].labels
-        if mel is None:
-            mel = np.full((batch_size, frames, ex_mel.shape[1]), np.log(1e-5), np.float32)
-            labels = np.zeros((batch_size, frames, ex_labels.shape[1]), np.uint8)
+        ex_mel, ex_labels = excerpts[i].mel, excerpts[i].labels  # each read maps the file once
         start = int(rng.integers(max(ex_mel.shape[0] - frames, 0) + 1))
         crop = slice(start, start + frames)
         n = ex_mel[crop].shape[0]
