@@ -84,15 +84,17 @@ def test_export_writes_onnx_and_sidecar_with_the_runs_decode_thresholds(model_di
     assert not list(model_dir.glob(".*tmp"))
 
 
-def test_a_harmonic_stack_model_exports_and_runs_the_same_in_onnxruntime(tmp_path, audio_70s):
-    model = _transcriber(harmonics=(0.5, 1, 2, 3))
-    path = inf.export_onnx(model, tmp_path / "harmonic.onnx")  # the export checks onnxruntime against torch
+@pytest.mark.parametrize("option", [{"harmonics": (0.5, 1, 2, 3)}, {"frame_stack": 16}], ids=["harmonics", "frame_stack"])
+def test_model_options_export_and_run_the_same_in_onnxruntime(tmp_path, audio_70s, option):
+    model = _transcriber(**option)
+    path = inf.export_onnx(model, tmp_path / "option.onnx")  # the export checks onnxruntime against torch
     mel = log_mel(audio_70s[:4 * SR])
     ours = inf.load_model(path, device="cpu").probabilities(mel)
     with torch.inference_mode():
         ref = torch.sigmoid(model(torch.from_numpy(mel)[None])["frame"][0]).numpy()
     assert np.abs(ours["frame"] - ref).max() < 1e-4
-    assert json.loads(path.with_suffix(".json").read_text())["model_config"]["harmonics"] == [0.5, 1, 2, 3]
+    name, value = next(iter(option.items()))
+    assert json.loads(path.with_suffix(".json").read_text())["model_config"][name] == (list(value) if isinstance(value, tuple) else value)
 
 
 def test_a_model_loads_from_its_onnx_json_or_folder(model_dir, onnx_model):

@@ -15,8 +15,10 @@ def _cooccurrence():
     return probs
 
 
-CONFIGS = [ModelConfig(variant=v) for v in VARIANTS] + [ModelConfig(harmonics=(0.5, 1, 2, 3))]
-CONFIG_IDS = [f"{c.variant}{'-harmonic' if c.harmonics else ''}" for c in CONFIGS]
+CONFIGS = ([ModelConfig(variant=v) for v in VARIANTS] + [ModelConfig(harmonics=(0.5, 1, 2, 3))]
+           + [ModelConfig(frame_stack=16)])
+CONFIG_IDS = [f"{c.variant}{'-harmonic' if c.harmonics else ''}{'-frame_stack' if c.frame_stack else ''}"
+              for c in CONFIGS]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
@@ -94,9 +96,9 @@ def test_the_harmonic_stack_reads_the_floor_above_the_spectrum():
     assert offset.reshape(2, -1)[0].max() == 0  # every fundamental is inside
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_outputs_start_at_the_label_priors(variant):
-    model = Transcriber(ModelConfig(variant=variant), _cooccurrence()).eval()
+@pytest.mark.parametrize("variant,frame_stack", [(v, 0) for v in VARIANTS] + [("crgcn", 16)])
+def test_outputs_start_at_the_label_priors(variant, frame_stack):
+    model = Transcriber(ModelConfig(variant=variant, frame_stack=frame_stack), _cooccurrence()).eval()
     rates = np.random.default_rng(0).uniform(0.001, 0.2, (len(HEADS), 88))
     init_biases_at_priors(model, rates, np.array([0.01, 0.01, 0.4]))
     with torch.inference_mode():
@@ -119,3 +121,19 @@ def test_gcn_classifiers_start_at_the_scale_of_a_linear_head():
         with torch.inference_mode():
             spread[variant] = model.heads(model.front(x)).std().item()
     assert 0.5 < spread["crgcn"] / spread["cnn_rnn"] < 2.0
+
+
+def test_the_frame_stack_reads_onsets_without_training_them():
+    # Onsets and Frames: the frame loss must not move the onset and offset outputs it conditions on
+    torch.manual_seed(0)
+    model = Transcriber(ModelConfig(variant="cnn_rnn", frame_stack=16), _cooccurrence())
+    mel = torch.randn(2, 40, 229)
+    model(mel)["frame"].pow(2).mean().backward()
+    head_grad = model.heads.linear.weight.grad.view(len(HEADS), 88, -1).abs().sum(dim=(1, 2))
+    assert head_grad[HEADS.index("onset")] == 0 and head_grad[HEADS.index("offset")] == 0
+    assert head_grad[HEADS.index("frame")] > 0
+    # and the onsets do change the frames
+    with torch.no_grad():
+        before = model(mel)["frame"].clone()
+        model.heads.linear.bias.view(len(HEADS), 88)[HEADS.index("onset")] += 5.0
+        assert not torch.allclose(model(mel)["frame"], before)

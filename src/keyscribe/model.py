@@ -11,6 +11,9 @@ heads (onset, offset, frame, velocity; 88 keys each), by variant:
 - `cnn_rnn_mlp`: linear heads refined by an MLP over pairs of key features (each key with its most
   co-occurring keys), the CNN-RNN-MLP design.
 Every variant also has a sustain-pedal head (onset, offset, frame) on the frame features.
+With `frame_stack` > 0, the frame logits are refined as in Onsets and Frames: a small BiLSTM reads the
+head's frame logits beside the onset and offset probabilities (detached, so the frame loss does not
+train the onset detector) and adds a correction to the frame logits.
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ class ModelConfig:
     adjacency_reweight: float = 0.25  # weight given to neighbours vs self (ML-GCN's p)
     pair_neighbours: int = 8  # cnn_rnn_mlp: pairs per key
     pair_hidden: int = 32
+    frame_stack: int = 0  # hidden size of the Onsets-and-Frames frame-conditioning BiLSTM (0: none)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -194,6 +198,24 @@ class PairRefinedHeads(nn.Module):
         return self.base.output_bias()
 
 
+class FrameStack(nn.Module):
+    """Onsets and Frames' combined stack: (frame logits, onset and offset probabilities) -> frame logits.
+    A residual correction of the head's frame logits that starts near zero, so at initialisation the frames
+    are the head's (at the label priors) and the front end learns from the frame loss from the first step
+    (not exactly zero: the stack's own weights would then get no gradient on that step)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.rnn = nn.LSTM(3 * N_KEYS, hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, N_KEYS)
+        nn.init.normal_(self.out.weight, std=1e-3)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, frame: torch.Tensor, onset: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        evidence = torch.cat([frame, torch.sigmoid(onset).detach(), torch.sigmoid(offset).detach()], dim=-1)
+        return frame + self.out(self.rnn(evidence)[0])
+
+
 class Transcriber(nn.Module):
     """(B, T, n_mels) log-mel -> dict of logits: onset/offset/frame/velocity (B, T, 88), pedal (B, T, 3)."""
 
@@ -211,11 +233,14 @@ class Transcriber(nn.Module):
         else:
             self.heads = LinearHeads(config)
         self.pedal = nn.Linear(config.feature_dim, PEDAL_OUTPUTS)
+        self.frame_stack = FrameStack(config.frame_stack) if config.frame_stack else None
 
     def forward(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.front(mel)
         logits = self.heads(features)  # (B, T, heads, 88)
         out = {name: logits[:, :, i] for i, name in enumerate(HEADS)}
+        if self.frame_stack is not None:
+            out["frame"] = self.frame_stack(out["frame"], out["onset"], out["offset"])
         out["pedal"] = self.pedal(features)
         return out
 
