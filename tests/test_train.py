@@ -123,6 +123,7 @@ def test_two_training_steps_from_the_real_config_then_resume(tiny_dataset, tmp_p
     assert (tmp_path / "run" / "latest.pt").exists() and (tmp_path / "run" / "best.pt").exists()
     log = (tmp_path / "run" / "log.csv").read_text()
     assert "loss/onset" in log and "validation/note/f1" in log
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))  # the same scalars, for TensorBoard
     # resuming continues from step 2 instead of starting again
     state = train(model_config, replace(train_config, max_steps=3), decode, progress=False)
     assert state["step"] == 3
