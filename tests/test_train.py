@@ -14,6 +14,7 @@ import torch
 
 from keyscribe.data.build import DatasetConfig, build_dataset, remap_velocities
 from keyscribe import report
+from keyscribe.evaluate import VELOCITY_BANDS
 from keyscribe.data.shards import label_rates, load_split, random_batch
 from keyscribe.errors import KeyscribeError
 from keyscribe.midi import read_midi, write_tsv
@@ -201,6 +202,13 @@ def test_unknown_config_keys_are_errors_naming_file_table_and_key(tmp_path):
     good.write_text('[train]\ndatasets = ["a", "b"]\n[dataset]\npianos = ["salamander"]\n')
     assert load_configs(good)[1].datasets == ("a", "b")
     assert DatasetConfig.from_toml(good).pianos == ("salamander",)
+
+
+def test_the_velocity_table_marks_a_band_without_notes():
+    bands = len(VELOCITY_BANDS) - 1
+    found, total = [1] + [0] * (bands - 1), [4] + [0] * (bands - 1)
+    row = report._velocity_table({"m": {"maps": {"recall_by_velocity": [found, total]}}}, "maps")[2]
+    assert row == "| m | 0.250 | " + " | ".join(["-"] * (bands - 1)) + " |"
 
 
 def test_report_scores_a_checkpoint_on_recordings_and_tunes_on_excerpts(tiny_dataset, tmp_path):

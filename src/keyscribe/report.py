@@ -161,7 +161,7 @@ def _velocity_table(entries: dict, dataset: str) -> list[str]:
              "|---|" + "---|" * len(bands)]
     for name, e in entries.items():
         found, n = np.asarray(e[dataset]["recall_by_velocity"])
-        lines.append(f"| {name} | " + " | ".join(f"{f / max(t, 1):.3f}" for f, t in zip(found, n)) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{f / t:.3f}" if t else "-" for f, t in zip(found, n)) + " |")
     return lines
 
 
