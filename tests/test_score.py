@@ -296,7 +296,7 @@ def test_note_network_training_exports_weights_the_tracker_loads(tmp_path, capsy
 
     out = tmp_path / "notenet.onnx"
     assert train_notenet.main(["--steps", "2", "--validate-every", "2", "--out", str(out), "--batch", "2",
-                               "--notes", "64"]) == 0
+                               "--notes", "64", "--hidden", "16"]) == 0
     printed = capsys.readouterr().out
     assert "16 validation pieces" in printed and "validation beat F1" in printed and "(saved)" in printed
     session = notenet._session(str(out))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from keyscribe.score import notenet
 from keyscribe.score.train_beats import late_decay_rate, training_data, validation_score
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     pos_w = torch.tensor([1.0, 2.0])
     t0, losses, best = time.time(), [], -1.0
+    bar = tqdm(total=args.steps, desc="train notenet", unit="step")
     for step in range(1, args.steps + 1):
         for g in opt.param_groups:
             g["lr"] = late_decay_rate(args.lr, step, args.steps)
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if step % args.validate_every == 0 or step == args.steps:
             net.eval()
             beat, downbeat = validation_score(val, lambda perf: notenet.estimate_metre_notes(TorchSession(net), perf))
@@ -198,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                 best = (beat + downbeat) / 2
                 export(net, args.out)
                 line += " (saved)"
-            print(line, flush=True)
+            bar.write(line)
+    bar.close()
     print(f"done: {args.steps} steps in {time.time() - t0:.0f} s, best weights in {args.out}", flush=True)
     return 0
 
