@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from keyscribe.data.build import DatasetConfig, build_dataset, remap_velocities
 from keyscribe import report
+from keyscribe.audio import load_audio
 from keyscribe.evaluate import VELOCITY_BANDS
 from keyscribe.data.shards import label_rates, load_split, random_batch
 from keyscribe.errors import KeyscribeError
@@ -230,6 +232,17 @@ def test_report_scores_a_checkpoint_on_recordings_and_tunes_on_excerpts(tiny_dat
     found, total = np.asarray(result["recall_by_velocity"])
     assert found.sum() == kinds["matched"] and total.sum() == kinds["matched"] + kinds["missed"]
     assert report._velocity_table({"m": {"maps": result}}, "maps")[2].startswith("| m | ")
+    # scaled to one loudness, a recording and a copy 20 dB quieter reach the model alike
+    quiet = tmp_path / "quiet"
+    quiet.mkdir()
+    sf.write(quiet / "example.flac", load_audio(EXAMPLES / "example.ogg", sample_rate=16000) * 0.1, 16000)
+    shutil.copy(folder / "example.tsv", quiet / "example.tsv")
+    for level, gap in ((None, np.log(10)), (-24.0, 0.0)):
+        mels = []
+        for f in (folder, quiet):
+            report.evaluate_on_recordings(lambda mel: mels.append(mel) or Performance(()), f, loudness_dbfs=level)
+        loud = mels[0] > np.percentile(mels[0], 50)  # above the floor, where a gain is a shift of the log
+        assert np.median((mels[0] - mels[1])[loud]) == pytest.approx(gap, abs=0.01)
     tuned, grid = report.tune_decoding(tmp_path / "run" / "best.pt", load_split(tiny_dataset, "validation"))
     assert f"{tuned.onset_threshold}/{tuned.frame_threshold}" in grid
     assert grid[f"{tuned.onset_threshold}/{tuned.frame_threshold}"] == max(grid.values())

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from keyscribe.audio import load_audio
+from keyscribe.data.augment import active_power
 from keyscribe.data.maps import maps_recordings
 from keyscribe.decode import DecodeConfig, decode_notes
 from keyscribe.evaluate import (ERROR_TYPES, VELOCITY_BANDS, error_types, evaluate_performance, mean_scores,
@@ -45,15 +46,18 @@ def model_file_transcriber(model: str | os.PathLike | None = None) -> Callable:
 
 
 def evaluate_on_recordings(transcribe: Callable, data_dir: str | os.PathLike, *, limit: int | None = None,
-                           features: FeatureConfig = FeatureConfig()) -> dict:
+                           features: FeatureConfig = FeatureConfig(), loudness_dbfs: float | None = None) -> dict:
     """`{"mean", "files", "seconds", "audio_seconds"}`: every recording with a tsv in `data_dir`,
-    transcribed from its log-mel and scored against its pedal-extended labels."""
+    transcribed from its log-mel and scored against its pedal-extended labels. With `loudness_dbfs`,
+    each recording is first scaled to that active loudness (dBFS, as the training renders' `gain`)."""
     recordings = maps_recordings(data_dir)[:limit]
     files, busy, audio_s = {}, 0.0, 0.0
     key_counts = np.zeros((3, 88), np.int64)
     errors, by_velocity = [], []
     for rec in tqdm(recordings, desc="evaluate", unit="file"):
         audio = load_audio(rec.audio_path, sample_rate=features.sample_rate)
+        if loudness_dbfs is not None:
+            audio = audio * np.float32(10 ** (loudness_dbfs / 20) / np.sqrt(active_power(audio, features.sample_rate)))
         start = time.perf_counter()
         est = transcribe(log_mel(audio, features))
         busy += time.perf_counter() - start
