@@ -56,8 +56,9 @@ def evaluate_on_recordings(transcribe: Callable, data_dir: str | os.PathLike, *,
     errors, by_velocity = [], []
     for rec in tqdm(recordings, desc="evaluate", unit="file"):
         audio = load_audio(rec.audio_path, sample_rate=features.sample_rate)
-        if loudness_dbfs is not None:
-            audio = audio * np.float32(10 ** (loudness_dbfs / 20) / np.sqrt(active_power(audio, features.sample_rate)))
+        power = active_power(audio, features.sample_rate) if loudness_dbfs is not None else 0.0
+        if power > 0:  # a silent recording stays as it is
+            audio = audio * np.float32(10 ** (loudness_dbfs / 20) / np.sqrt(power))
         start = time.perf_counter()
         est = transcribe(log_mel(audio, features))
         busy += time.perf_counter() - start
