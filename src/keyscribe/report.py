@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from keyscribe.audio import load_audio
-from keyscribe.data.augment import active_power
+from keyscribe.data.augment import loudness_gain
 from keyscribe.data.maps import maps_recordings
 from keyscribe.decode import DecodeConfig, decode_notes
 from keyscribe.evaluate import (ERROR_TYPES, VELOCITY_BANDS, error_types, evaluate_performance, mean_scores,
@@ -56,9 +56,8 @@ def evaluate_on_recordings(transcribe: Callable, data_dir: str | os.PathLike, *,
     errors, by_velocity = [], []
     for rec in tqdm(recordings, desc="evaluate", unit="file"):
         audio = load_audio(rec.audio_path, sample_rate=features.sample_rate)
-        power = active_power(audio, features.sample_rate) if loudness_dbfs is not None else 0.0
-        if power > 0:  # a silent recording stays as it is
-            audio = audio * np.float32(10 ** (loudness_dbfs / 20) / np.sqrt(power))
+        if loudness_dbfs is not None:
+            audio = audio * np.float32(loudness_gain(audio, features.sample_rate, loudness_dbfs))
         start = time.perf_counter()
         est = transcribe(log_mel(audio, features))
         busy += time.perf_counter() - start

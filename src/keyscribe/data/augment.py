@@ -474,10 +474,15 @@ def _apply_phone(x, sr, rng, cfg):
 
 # --------------------------------------------------------------------------------------------- gain
 
+def loudness_gain(x: np.ndarray, sample_rate: int, target_dbfs: float) -> float:
+    """The linear gain that brings `x`'s active loudness (`active_power`) to `target_dbfs`; 1 for silence."""
+    ps = active_power(x, sample_rate)
+    return 10 ** (target_dbfs / 20) / math.sqrt(ps) if ps > 0 else 1.0
+
+
 def _apply_gain(x, sr, rng, cfg):
     target = float(rng.uniform(*cfg.loudness_dbfs))
-    ps = active_power(x, sr)
-    gain = 10 ** (target / 20) / math.sqrt(ps) if ps > 0 else 1.0
+    gain = loudness_gain(x, sr, target)
     y = x * np.float32(gain)
     peak = float(np.max(np.abs(y)))
     limited = peak > 0.99
