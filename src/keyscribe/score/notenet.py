@@ -28,8 +28,20 @@ from keyscribe.score.beats import FPS
 N_FEATURES = 18
 WEIGHTS = Path(__file__).with_name("notenet.onnx")  # trained on clean MIDI: its downbeats are used
 BEAT_WEIGHTS = Path(__file__).with_name("notenet-beats.onnx")  # trained with transcription errors: beats
-OBSERVATION_LAMBDA = 16  # the HMM's beat fraction; an activation of 1 / lambda favours neither state
-# A frame with no onset leans towards "no beat here" (1 / 64 rather than the neutral 1 / 16), and a
+# The HMM's settings, chosen on the validation pieces. Beat / downbeat F1 over every performance of them
+# (55, `benchmarks/beat_hmm.py`) for transition lambda (how cheap a tempo change is; madmom's default is
+# 100) x observation lambda (the beat's share of a period): 100 x 16 (the old setting) 0.637 / 0.492,
+# 100 x 32 0.566 / 0.436, 10 x 16 0.692 / 0.559, 10 x 32 0.700 / 0.551, 15 x 16 0.691 / 0.561, 15 x 32
+# 0.713 / 0.570, 20 x 16 0.676 / 0.552, 20 x 32 0.708 / 0.558, 30 x 16 0.658 / 0.538, 30 x 32 0.693 / 0.553:
+# a pianist's tempo moves more from beat to beat than a band's. Per piece (`keyscribe score-eval --split
+# validation --max-per-piece 4`) 15, 30, 40 and 50 (x 32) were level on beats and downbeats (0.787-0.802 /
+# 0.601-0.612), and 30 wrote the most onsets in the right place per inter-onset interval (0.480; 15: 0.455;
+# the old setting 0.409), so 30. Observation 48 scored 0.740 / 0.561 with transition 15, but
+# from 40 up a frame without an onset is nearly neutral, and a strictly timed waltz (the round-trip test)
+# is then tracked at the 300 BPM ceiling.
+TRANSITION_LAMBDA = 30.0
+OBSERVATION_LAMBDA = 32
+# A frame with no onset leans towards "no beat here" (1 / 64 rather than the neutral 1 / lambda), and a
 # note's probability sits on its own frame only. Chosen on the validation pieces with the step-2,000
 # network: beat F1 0.669 (neutral, spread over +-2 frames) -> 0.739 (own frame) -> 0.752 (and 1 / 64).
 NO_ONSET_ACTIVATION = 1.0 / 64
@@ -120,7 +132,7 @@ def tracked_beats(session, notes, downbeat_session=None) -> tuple[np.ndarray, np
     if downbeat_session is not None:
         probs[1] = note_probabilities(downbeat_session, notes)[1]
     act = beat_activation(notes, probs[0], int(max(n.offset_s for n in notes) * FPS) + 2)
-    bt = B.dbn_beats(act, FPS, observation_lambda=OBSERVATION_LAMBDA)
+    bt = B.dbn_beats(act, FPS, transition_lambda=TRANSITION_LAMBDA, observation_lambda=OBSERVATION_LAMBDA)
     return B.snap_to_onsets(B._trim_to_notes(bt, notes, 0.0), notes, 0.06), act, probs
 
 
