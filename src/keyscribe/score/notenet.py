@@ -37,9 +37,9 @@ BEAT_WEIGHTS = Path(__file__).with_name("notenet-beats.onnx")  # trained with tr
 # validation --max-per-piece 4`) 15, 30, 40 and 50 (x 32) were level on beats and downbeats (0.787-0.802 /
 # 0.601-0.612), and 30 wrote the most onsets in the right place per inter-onset interval (0.480; 15: 0.455;
 # the old setting 0.409), so 30; from transcribed audio (`--max-per-piece 1 --from-audio salamander`) it
-# led too (0.474 against 0.387). Time signatures got worse on these pieces (docs/score/README.md). Observation 48 scored 0.740 / 0.561 with transition 15, but
-# from 40 up a frame without an onset is nearly neutral, and a strictly timed waltz (the round-trip test)
-# is then tracked at the 300 BPM ceiling.
+# led too (0.474 against 0.387). Time signatures got worse on these pieces (docs/score/README.md).
+# Observation 48 scored 0.740 / 0.561 with transition 15, but from 40 up a frame without an onset is
+# nearly neutral, and a strictly timed waltz (the round-trip test) is then tracked at the 300 BPM ceiling.
 TRANSITION_LAMBDA = 30.0
 OBSERVATION_LAMBDA = 32
 # A frame with no onset leans towards "no beat here" (1 / 64 rather than the neutral 1 / lambda), and a

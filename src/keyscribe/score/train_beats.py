@@ -85,11 +85,11 @@ def late_decay_rate(base: float, step: int, steps: int) -> float:
     return base * (0.1 if step > 0.8 * steps else 1.0)
 
 
-def validation_set(asap_dir) -> list[tuple]:
-    """(performance, annotations) of one performance per validation piece."""
+def validation_set(asap_dir, every_performance: bool = False) -> list[tuple]:
+    """(performance, annotations) of one performance per validation piece, or of all of them."""
     seen, out = set(), []
     for e in asap.entries(asap_dir, split="train"):
-        if asap.is_validation(e.composer, e.title) and (e.composer, e.title) not in seen:
+        if asap.is_validation(e.composer, e.title) and (every_performance or (e.composer, e.title) not in seen):
             seen.add((e.composer, e.title))
             out.append((load_performance(e.performance), asap.read_annotations(e.annotations)))
     return out
