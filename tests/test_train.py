@@ -248,6 +248,28 @@ def test_report_scores_a_checkpoint_on_recordings_and_tunes_on_excerpts(tiny_dat
     assert grid[f"{tuned.onset_threshold}/{tuned.frame_threshold}"] == max(grid.values())
 
 
+def test_the_report_puts_a_run_and_an_exported_model_side_by_side(tiny_dataset, tmp_path):
+    from keyscribe.inference import export_model_files
+
+    model_config, train_config, decode = _configs(tiny_dataset, tmp_path / "run", max_steps=2)
+    train(model_config, train_config, decode, progress=False)
+    onnx = export_model_files(tmp_path / "run" / "best.pt", tmp_path / "models", name="shipped", model_id="shipped-s2")
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "example.ogg", folder / "example.ogg")
+    write_tsv(read_midi(EXAMPLES / "example.mid"), folder / "example.tsv")
+    entries = report.build_report([tmp_path / "run", onnx], tiny_dataset, tmp_path / "results.md", maps_dir=folder,
+                                  validation_excerpts=2, baseline=False)
+    assert list(entries) == ["run", "shipped-s2"]
+    run, exported = entries["run"], entries["shipped-s2"]
+    assert exported["parameters"] == run["parameters"] and exported["steps"] == run["steps"] == 2
+    assert exported["train_hours"] == pytest.approx(run["train_hours"], abs=0.005)
+    rows = [line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("| shipped-s2 |")]
+    assert len(rows) == 6  # scores, error kinds and velocity bands, on the recordings and on the excerpts
+    assert f"| {run['parameters']:,} | 2 | {run['train_hours']:.2f} |" in rows[0]
+    assert (tmp_path / "results" / "loss_curves.png").stat().st_size > 0  # drawn from the run folder alone
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG.parent.glob("*.toml") if not p.stem.startswith("dataset")))
 def test_every_training_config_loads_and_builds_its_model(name):
     from keyscribe.model import Transcriber

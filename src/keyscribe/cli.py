@@ -262,7 +262,7 @@ def _run_tune_decoding(args: argparse.Namespace) -> int:
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="evaluate runs and the rule-based baseline; write docs/results.md")
-    p.add_argument("runs", nargs="+", help="run folders (their best.pt, else latest.pt)")
+    p.add_argument("runs", nargs="+", help="run folders (their best.pt, else latest.pt) or exported models (.onnx)")
     p.add_argument("--dataset", default="work/dataset", help="rendered dataset with a validation split")
     p.add_argument("--maps", default="../shared/data/maps/ENSTDkAm", help="real recordings with labels")
     p.add_argument("-o", "--out", default="docs/results.md")

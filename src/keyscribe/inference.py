@@ -373,6 +373,8 @@ def checkpoint_info(path: Path, payload: dict | None = None, model_id: str | Non
             metrics["validation_note_f1"] = round(float(state["best_note_f1"]), 4)
         if "step" in state:
             metrics["training_steps"] = int(state["step"])
+        if state.get("train_seconds"):
+            metrics["training_hours"] = round(float(state["train_seconds"]) / 3600, 2)
         model_config = dict(payload.get("model_config", {}))
     return ModelInfo(model_id=model_id or f"{path.parent.name}-{path.stem}", decode=decode,
                      model_config=model_config, metrics=metrics)

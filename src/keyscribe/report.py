@@ -18,6 +18,7 @@ from keyscribe.audio import load_audio
 from keyscribe.data.augment import loudness_gain
 from keyscribe.data.maps import maps_recordings
 from keyscribe.decode import DecodeConfig, decode_notes
+from keyscribe.errors import KeyscribeError
 from keyscribe.evaluate import (ERROR_TYPES, VELOCITY_BANDS, error_types, evaluate_performance, mean_scores,
                                  note_metrics, per_key_counts, recall_by_velocity, summarise_errors)
 from keyscribe.features import FeatureConfig, log_mel
@@ -178,11 +179,26 @@ def _row(name: str, mean: dict) -> str:
     return f"| {name} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |"
 
 
+def _model_file_entry(path: Path) -> tuple[str, dict, Callable]:
+    """An exported model (.onnx with its sidecar) as a report row: (its model id, what the sidecar says of
+    its size and training, a transcriber through onnxruntime with its own decoding settings)."""
+    from keyscribe.inference import read_info
+    from keyscribe.model import ModelConfig, Transcriber, count_parameters
+
+    info = read_info(path)
+    if not info.model_config:
+        raise KeyscribeError(f"{path}: no model description beside it ({path.with_suffix('.json').name})")
+    entry = {"checkpoint": str(path), "variant": info.model_config["variant"],
+             "parameters": count_parameters(Transcriber(ModelConfig.from_dict(info.model_config))),
+             "steps": info.metrics.get("training_steps", 0), "train_hours": info.metrics.get("training_hours")}
+    return info.model_id, entry, model_file_transcriber(path)
+
+
 def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_md: str | os.PathLike,
                  maps_dir: str | os.PathLike = "../shared/data/maps/ENSTDkAm", validation_excerpts: int = 60,
                  baseline: bool = True) -> dict:
-    """Evaluate every run's best checkpoint (and the rule-based baseline) on ENSTDkAm and on the
-    synthetic validation set; write `out_md` with tables and PNGs beside it in `<stem>/`."""
+    """Evaluate every run's best checkpoint (a run folder) or exported model (an .onnx file), and the
+    rule-based baseline, on ENSTDkAm and on the synthetic validation set; write `out_md` with tables and PNGs beside it in `<stem>/`."""
     import json
     import platform
 
@@ -198,19 +214,23 @@ def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_
     validation = load_split(dataset, "validation")[:validation_excerpts]
     entries = {}
     for run in map(Path, runs):
-        checkpoint = run / "best.pt" if (run / "best.pt").exists() else run / "latest.pt"
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        transcribe = checkpoint_transcriber(checkpoint)
-        entries[run.name] = {
-            "checkpoint": str(checkpoint), "variant": payload["model_config"]["variant"],
-            "parameters": count_parameters(load_model(checkpoint)), "steps": payload["state"]["step"],
-            "train_hours": payload["state"].get("train_seconds", 0.0) / 3600,
-            "maps": evaluate_on_recordings(transcribe, maps_dir), "validation": evaluate_on_excerpts(transcribe, validation, error_kinds=True)}
+        if run.suffix == ".onnx":
+            name, entry, transcribe = _model_file_entry(run)
+        else:
+            checkpoint = run / "best.pt" if (run / "best.pt").exists() else run / "latest.pt"
+            payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            transcribe = checkpoint_transcriber(checkpoint)
+            name, entry = run.name, {
+                "checkpoint": str(checkpoint), "variant": payload["model_config"]["variant"],
+                "parameters": count_parameters(load_model(checkpoint)), "steps": payload["state"]["step"],
+                "train_hours": payload["state"].get("train_seconds", 0.0) / 3600}
+        entries[name] = entry | {"maps": evaluate_on_recordings(transcribe, maps_dir),
+                                 "validation": evaluate_on_excerpts(transcribe, validation, error_kinds=True)}
     if baseline:
         entries["rule-based (NMF)"] = {"variant": "nmf", "parameters": 0, "steps": 0, "train_hours": 0.0,
                                        "maps": evaluate_on_recordings(transcribe_mel, maps_dir),
                                        "validation": evaluate_on_excerpts(transcribe_mel, validation, error_kinds=True)}
-    loss_curves_png([Path(r) for r in runs], assets / "loss_curves.png")
+    loss_curves_png([Path(r) for r in runs if Path(r).is_dir()], assets / "loss_curves.png")
     main = next(iter(entries))
     per_key_png(np.array(entries[main]["maps"]["per_key"]), assets / "per_key.png", f"{main} on ENSTDkAm: note onsets per key")
     lines = ["# Results", "",
@@ -223,7 +243,8 @@ def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in entries.items():
         speed = e["maps"]["audio_seconds"] / max(e["maps"]["seconds"], 1e-9)
-        lines.append(_row(name, e["maps"]["mean"]) + f" {e['parameters']:,} | {e['steps']} | {e['train_hours']:.2f} | {speed:.0f} |")
+        hours = "-" if e["train_hours"] is None else f"{e['train_hours']:.2f}"
+        lines.append(_row(name, e["maps"]["mean"]) + f" {e['parameters']:,} | {e['steps']} | {hours} | {speed:.0f} |")
     lines += ["", "steps: optimiser steps (batch size and crop length are in each run's config.json); runs with the "
               "same data, settings and number of steps form an equal-budget comparison of the variants. training h: "
               "wall time, on a machine shared with other jobs. x real time: whole-file torch inference, one process."]
