@@ -135,7 +135,7 @@ def test_no_shipped_model_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(inference, "MODEL_DIR", tmp_path / "models")
     code, out, err = run(["transcribe", tone_wav(tmp_path / "x.wav"), "-o", tmp_path / "out"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "shipped model keyscribe-crgcn.onnx is missing" in err
+    assert "shipped model keyscribe-piano.onnx is missing" in err
 
 
 def test_existing_outputs_are_kept_without_force_and_replaced_with_it(tmp_path, model, capsys):
@@ -214,10 +214,10 @@ def test_export_model_writes_the_onnx_and_sidecar_a_transcription_can_use(model_
     code, out, err = run(["export-model", model_dir / "best.pt", "-o", tmp_path / "models", "--metrics", metrics],
                          capsys)
     assert code == 0, err
-    info = json.loads((tmp_path / "models" / "keyscribe-crgcn.json").read_text())
+    info = json.loads((tmp_path / "models" / "keyscribe-piano.json").read_text())
     assert info["decode"]["onset_threshold"] == 0.45 and info["metrics"]["note/f1"] == 0.9123
-    assert info["model_id"].startswith("keyscribe-crgcn-")
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["keyscribe-crgcn.json", "keyscribe-crgcn.onnx"]
+    assert info["model_id"].startswith("keyscribe-piano-")
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["keyscribe-piano.json", "keyscribe-piano.onnx"]
     code, _, err = run(["transcribe", tone_wav(tmp_path / "x.wav"), "-o", tmp_path / "out",
                         "--model", tmp_path / "models", "--formats", "json"], capsys)
     assert code == 0 and json.loads((tmp_path / "out" / "x.json").read_text())["model_id"] == info["model_id"]

@@ -133,7 +133,7 @@ def test_a_bad_model_is_a_one_line_model_error(tmp_path, make, message):
 
 def test_the_shipped_model_missing_is_a_clear_model_error(tmp_path, monkeypatch):
     monkeypatch.setattr(inf, "MODEL_DIR", tmp_path)
-    with pytest.raises(ModelError, match="shipped model keyscribe-crgcn.onnx is missing"):
+    with pytest.raises(ModelError, match="shipped model keyscribe-piano.onnx is missing"):
         inf.load_model(None, device="cpu")
 
 

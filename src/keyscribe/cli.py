@@ -217,7 +217,7 @@ def _add_export_model(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export-model", help="export a training checkpoint as an ONNX model and its JSON sidecar")
     p.add_argument("checkpoint", help="checkpoint .pt (decode thresholds from config.json beside it)")
     p.add_argument("-o", "--out", required=True, help="folder, e.g. src/keyscribe/models/ to ship it")
-    p.add_argument("--name", default="keyscribe-crgcn", help="file name without suffix (default: keyscribe-crgcn)")
+    p.add_argument("--name", help="file name without suffix (default: the shipped model's, keyscribe-piano)")
     p.add_argument("--model-id", help="model id recorded in the sidecar (default: <name>-<date>)")
     p.add_argument("--metrics", help="JSON of metrics to record, e.g. from keyscribe evaluate-model --json")
     p.add_argument("--with-torch", action="store_true", help="also write <name>.pt weights for the torch (CUDA) runtime")
@@ -225,8 +225,8 @@ def _add_export_model(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export_model(args: argparse.Namespace) -> int:
-    from keyscribe.inference import export_model_files, read_info
-    path = export_model_files(args.checkpoint, args.out, name=args.name, model_id=args.model_id,
+    from keyscribe.inference import MODEL_NAME, export_model_files, read_info
+    path = export_model_files(args.checkpoint, args.out, name=args.name or MODEL_NAME, model_id=args.model_id,
                               metrics_file=args.metrics, with_torch=args.with_torch)
     info = read_info(path)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB), {path.with_suffix('.json')}: model {info.model_id}, "

@@ -1,7 +1,7 @@
 """The transcription engine: a model runtime, long audio streamed in overlapping windows, streaming decoding.
 
 Runtimes (`load_model`):
-- onnxruntime (the default on CPU): the shipped `models/keyscribe-crgcn.onnx`, or any file written by
+- onnxruntime (the default on CPU): the shipped `models/keyscribe-piano.onnx`, or any file written by
   `export_onnx`. Needs no torch.
 - torch (`device="cuda"`, or a training checkpoint `.pt`): the `Transcriber` on the chosen device.
 
@@ -44,7 +44,7 @@ from keyscribe.features import FeatureConfig, log_mel, mel_filterbank
 from keyscribe.notes import MIN_PITCH, N_KEYS, Note, PedalInterval
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
-MODEL_NAME = "keyscribe-crgcn"
+MODEL_NAME = "keyscribe-piano"
 FORMAT_VERSION = 1
 OUTPUTS = ("onset", "offset", "frame", "velocity", "pedal")  # the ONNX graph's outputs, all probabilities
 PROBABILITIES = ("onset", "offset", "frame", "velocity", "pedal_onset", "pedal_offset", "pedal_frame")

@@ -247,7 +247,8 @@ def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_
         lines.append(_row(name, e["maps"]["mean"]) + f" {e['parameters']:,} | {e['steps']} | {hours} | {speed:.0f} |")
     lines += ["", "steps: optimiser steps (batch size and crop length are in each run's config.json); runs with the "
               "same data, settings and number of steps form an equal-budget comparison of the variants. training h: "
-              "wall time, on a machine shared with other jobs. x real time: whole-file torch inference, one process."]
+              "wall time, on a machine shared with other jobs. x real time: whole-file inference, one process (torch for a "
+              "run folder, onnxruntime for an exported model)."]
     lines += ["", "### Note-onset errors by kind (ENSTDkAm, all files)", "", *_error_table(entries, "maps"), "",
               "missed: reference notes without an estimate within 50 ms; mistimed: of those, the ones with an "
               "estimate of the same key within 150 ms. Other extra notes: octave (a reference onset an octave "
