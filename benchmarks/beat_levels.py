@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from keyscribe.score import asap, notenet
-from keyscribe.score.train_beats import validation_set
+from keyscribe.score.io import load_performance
+from keyscribe.score.train_beats import validation_entries
 
 ROOT = Path(__file__).resolve().parents[1]
 # log2 bin edges of the ratio; the labels name each bin's level
@@ -43,14 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--asap", default=None)
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "out" / "beat_levels.json")
     args = ap.parse_args(argv)
-    names = [f"{e.composer}/{e.title}/{Path(e.performance).stem}" for e in asap.entries(args.asap, split="train")
-             if asap.is_validation(e.composer, e.title)]
-    val = validation_set(args.asap, every_performance=True)
+    entries = validation_entries(args.asap, every_performance=True)
     sessions = notenet.load_default()
     print("| performance | " + " | ".join(LEVELS) + " | annotated BPM | tracked BPM |")
     print("|---|" + "---|" * (len(LEVELS) + 2))
     rows = []
-    for name, (perf, ann) in zip(names, val):
+    for e in entries:
+        name = f"{e.composer}/{e.title}/{Path(e.performance).stem}"
+        perf, ann = load_performance(e.performance), asap.read_annotations(e.annotations)
         tracked, _, _ = notenet.tracked_beats(sessions[0], notenet.sorted_notes(perf), sessions[1])
         shares = level_shares(np.asarray(tracked), np.asarray(ann.beats))
         bpm = (60 / float(np.median(np.diff(ann.beats))), 60 / float(np.median(np.diff(tracked))))

@@ -85,14 +85,20 @@ def late_decay_rate(base: float, step: int, steps: int) -> float:
     return base * (0.1 if step > 0.8 * steps else 1.0)
 
 
-def validation_set(asap_dir, every_performance: bool = False) -> list[tuple]:
-    """(performance, annotations) of one performance per validation piece, or of all of them."""
+def validation_entries(asap_dir, every_performance: bool = False) -> list:
+    """The ASAP entries of one performance per validation piece, or of all of them."""
     seen, out = set(), []
     for e in asap.entries(asap_dir, split="train"):
         if asap.is_validation(e.composer, e.title) and (every_performance or (e.composer, e.title) not in seen):
             seen.add((e.composer, e.title))
-            out.append((load_performance(e.performance), asap.read_annotations(e.annotations)))
+            out.append(e)
     return out
+
+
+def validation_set(asap_dir, every_performance: bool = False) -> list[tuple]:
+    """(performance, annotations) of `validation_entries`."""
+    return [(load_performance(e.performance), asap.read_annotations(e.annotations))
+            for e in validation_entries(asap_dir, every_performance)]
 
 
 def validation_score(val: list[tuple], track) -> tuple[float, float]:
