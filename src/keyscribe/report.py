@@ -25,7 +25,7 @@ from keyscribe.features import FeatureConfig, log_mel
 from keyscribe.midi import read_labels
 from keyscribe.notes import Performance
 from keyscribe.train import (decoding_transcriber, evaluate_on_excerpts, excerpt_reference, load_model,
-                             model_transcriber, probabilities, run_decode_config)
+                             model_from_payload, model_transcriber, probabilities, run_decode_config)
 
 
 def checkpoint_transcriber(checkpoint: str | os.PathLike, decode: DecodeConfig | None = None,
@@ -194,6 +194,24 @@ def _model_file_entry(path: Path) -> tuple[str, dict, Callable]:
     return info.model_id, entry, model_file_transcriber(path)
 
 
+def _run_folder_entry(run: Path) -> tuple[str, dict, Callable]:
+    """A training run folder as a report row: (its name, its size and training from the checkpoint, a torch
+    transcriber of its best (else latest) checkpoint with the run's decoding settings)."""
+    import torch
+
+    from keyscribe.inference import checkpoint_info
+    from keyscribe.model import count_parameters
+
+    checkpoint = run / "best.pt" if (run / "best.pt").exists() else run / "latest.pt"
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = model_from_payload(payload)
+    info = checkpoint_info(checkpoint, payload)
+    entry = {"checkpoint": str(checkpoint), "variant": info.model_config["variant"],
+             "parameters": count_parameters(model), "steps": info.metrics.get("training_steps", 0),
+             "train_hours": info.metrics.get("training_hours")}
+    return run.name, entry, model_transcriber(model, run_decode_config(checkpoint))
+
+
 def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_md: str | os.PathLike,
                  maps_dir: str | os.PathLike = "../shared/data/maps/ENSTDkAm", validation_excerpts: int = 60,
                  baseline: bool = True) -> dict:
@@ -206,7 +224,6 @@ def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_
 
     from keyscribe.baseline import transcribe_mel
     from keyscribe.data.shards import load_split
-    from keyscribe.model import count_parameters
 
     out_md = Path(out_md)
     assets = out_md.parent / out_md.stem
@@ -217,13 +234,7 @@ def build_report(runs: list[str | os.PathLike], dataset: str | os.PathLike, out_
         if run.suffix == ".onnx":
             name, entry, transcribe = _model_file_entry(run)
         else:
-            checkpoint = run / "best.pt" if (run / "best.pt").exists() else run / "latest.pt"
-            payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            transcribe = checkpoint_transcriber(checkpoint)
-            name, entry = run.name, {
-                "checkpoint": str(checkpoint), "variant": payload["model_config"]["variant"],
-                "parameters": count_parameters(load_model(checkpoint)), "steps": payload["state"]["step"],
-                "train_hours": payload["state"].get("train_seconds", 0.0) / 3600}
+            name, entry, transcribe = _run_folder_entry(run)
         entries[name] = entry | {"maps": evaluate_on_recordings(transcribe, maps_dir),
                                  "validation": evaluate_on_excerpts(transcribe, validation, error_kinds=True)}
     if baseline:

@@ -202,7 +202,11 @@ def save_checkpoint(path: Path, model: Transcriber, optimizer, state: dict, ema=
 
 def load_model(path: str | os.PathLike) -> Transcriber:
     """Rebuild a model from a checkpoint (strict: every weight and buffer must match)."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    return model_from_payload(torch.load(path, map_location="cpu", weights_only=False))
+
+
+def model_from_payload(payload: dict) -> Transcriber:
+    """Rebuild a model from a loaded checkpoint payload (strict, as `load_model`)."""
     model = Transcriber(ModelConfig.from_dict(payload["model_config"]))
     model.load_state_dict(payload["model"], strict=True)
     return model.eval()
