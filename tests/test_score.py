@@ -236,9 +236,24 @@ def test_cli_score_eval_one_piece(tmp_path, capsys):
     composer, title = name.split("/")[:2]
     assert asap.split_of(composer, title) == "test"
     s = result["summary"]
-    assert 0 <= s["beat_f1"] <= 1 and 0 <= s["onset_oracle"] <= 1
+    assert 0 <= s["beat_f1"] <= s["beat_f1_any_level"] <= 1 and 0 <= s["beat_amlt"] <= 1
     assert s["onset_oracle"] > 0.8  # the quantiser with the annotated beats on a Bach fugue
     assert "beat_f1" in capsys.readouterr().out
+
+
+def test_beat_f1_any_level_forgives_other_metrical_levels_not_a_wrong_phase():
+    from mir_eval.beat import f_measure
+
+    from keyscribe.score.evaluate import beat_f1_any_level
+
+    reference = np.arange(1.0, 31.0, 0.6)
+    double, off_beat_half = np.sort(np.concatenate([reference, reference[:-1] + 0.3])), reference[1::2]
+    assert f_measure(reference, double, 0.07) == pytest.approx(2 / 3, abs=0.01)
+    assert beat_f1_any_level(reference, double) == beat_f1_any_level(reference, off_beat_half) == 1.0
+    assert beat_f1_any_level(reference, reference[2::3]) == 1.0  # the bar of a fast 3/4, tracked as its beat
+    # the off-beat at the annotated rate is a wrong phase, right only as half of the doubled beats
+    assert beat_f1_any_level(reference, reference + 0.3) == pytest.approx(2 / 3, abs=0.01)
+    assert beat_f1_any_level(reference, reference + 0.1) == 0.0  # a sixth of a beat late: no level has it
 
 
 def test_cli_score_eval_on_the_validation_pieces(tmp_path):

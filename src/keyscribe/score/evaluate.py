@@ -2,6 +2,11 @@
 
 Per performance:
 - beat F1 and downbeat F1: mir_eval.beat.f_measure, 70 ms window, no trimming of the first 5 s;
+- beat_f1_any_level: beat F1 against the annotated beats, two or three times as many of them, or every
+  second or third one (any phase), whichever is best: the beats tracked when the annotated metrical
+  level, a notational choice, is set aside;
+- beat_amlt: mir_eval.beat.continuity's AMLt (beats within 17.5% of the beat period in phase and period,
+  allowing double or half tempo and the off-beat): the literature's level-free continuity measure;
 - ts_acc: beats per bar and simple/compound equal to the annotated first time signature's
   (ts_string_acc: the same string, e.g. '3/4');
 - key_acc: estimated key-signature fifths equal to the annotated first key signature (enharmonic
@@ -35,7 +40,7 @@ import numpy as np
 from keyscribe.notes import Performance
 from keyscribe.score import asap
 
-METRICS = ("beat_f1", "downbeat_f1", "ts_acc", "ts_string_acc", "key_acc", "onset_est", "onset_est_local",
+METRICS = ("beat_f1", "beat_f1_any_level", "beat_amlt", "downbeat_f1", "ts_acc", "ts_string_acc", "key_acc", "onset_est", "onset_est_local",
            "onset_oracle", "hands_acc", "hands_fixed_acc")
 
 
@@ -117,6 +122,20 @@ def onset_agreement(qnotes, perf_notes, ann: asap.Annotations, score_pos, score_
     return float(np.mean(np.abs(est - ref - shift) < 1e-3))
 
 
+def beat_f1_any_level(reference: np.ndarray, estimated: np.ndarray, window: float = 0.07) -> float:
+    """The best mir_eval beat F1 of `estimated` (s) against `reference` (s) at its own level, at two or
+    three times its rate (beats spaced evenly in between) or at a half or a third of it (any phase)."""
+    import mir_eval
+
+    period = np.diff(reference)
+    levels = [reference]
+    for k in (2, 3):
+        between = [reference[:-1] + period * i / k for i in range(1, k)]
+        levels.append(np.sort(np.concatenate([reference, *between])))
+        levels += [reference[phase::k] for phase in range(k)]
+    return max(float(mir_eval.beat.f_measure(level, estimated, window)) for level in levels)
+
+
 def oracle_metre(ann: asap.Annotations):
     from keyscribe.score.beats import Metre
     ts = ann.time_signatures[0][1] if ann.time_signatures else "4/4"
@@ -169,6 +188,8 @@ def evaluate_entry(entry: asap.Entry, method: str = "auto", notation: bool = Tru
         warnings.simplefilter("ignore")
         res = {
             "beat_f1": float(mir_eval.beat.f_measure(ann.beats, metre.beats, 0.07)),
+            "beat_f1_any_level": beat_f1_any_level(ann.beats, metre.beats),
+            "beat_amlt": float(mir_eval.beat.continuity(ann.beats, metre.beats)[3]),
             "downbeat_f1": float(mir_eval.beat.f_measure(ann.downbeats, metre.downbeats, 0.07)),
         }
     ts = ann.time_signatures[0][1] if ann.time_signatures else "4/4"
