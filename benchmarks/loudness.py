@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keyscribe.audio import load_audio
-from keyscribe.data.augment import active_power
+from keyscribe.audio import active_power, load_audio
 from keyscribe.data.maps import maps_recordings
 from keyscribe.report import evaluate_on_recordings, model_file_transcriber
 

@@ -22,14 +22,13 @@ import mir_eval
 import numpy as np
 from tqdm import tqdm
 
-from keyscribe.audio import load_audio
 from keyscribe.data.maps import maps_recordings
 from keyscribe.data.shards import load_split
 from keyscribe.evaluate import evaluate_performance
-from keyscribe.features import FeatureConfig, log_mel
+from keyscribe.features import FeatureConfig
 from keyscribe.midi import read_labels
 from keyscribe.notes import Performance
-from keyscribe.report import model_file_transcriber
+from keyscribe.report import model_file_transcriber, recording_mel
 from keyscribe.train import excerpt_reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,10 +58,10 @@ def release_matches(ref: Performance, est: Performance, end_s: float) -> tuple[i
 def score_recordings(transcribe, features: FeatureConfig) -> tuple[list, list]:
     rows, shares = [], []
     for rec in tqdm(maps_recordings(MAPS_DIR), desc="ENSTDkAm", unit="file"):
-        audio = load_audio(rec.audio_path, sample_rate=features.sample_rate)
-        est = transcribe(log_mel(audio, features))
+        mel, duration_s = recording_mel(rec.audio_path, features)
+        est = transcribe(mel)
         rows.append(both_ways(read_labels(rec.label_path), est))
-        shares.append(pedal_down_share(est, audio.size / features.sample_rate))
+        shares.append(pedal_down_share(est, duration_s))
     return rows, shares
 
 

@@ -309,3 +309,21 @@ def test_bad_arguments_raise_audio_error(files, kwargs):
 def test_bad_chunk_length_raises_audio_error(files):
     with pytest.raises(AudioError):
         iter_audio_chunks(files["tone.wav"], SR, chunk_s=0)
+
+
+def test_active_power_ignores_silence_and_is_the_same_chunk_by_chunk():
+    from keyscribe.audio import active_power, active_power_of_chunks, gain_to, loudness_gain
+    from keyscribe.data.augment import AugmentConfig
+    from keyscribe.inference import INPUT_LOUDNESS_DBFS
+
+    t = np.arange(4 * SR) / SR
+    tone = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)  # power 0.005: -23 dBFS
+    with_silence = np.concatenate([tone, np.zeros(6 * SR, np.float32)])
+    assert 10 * np.log10(active_power(with_silence, SR)) == pytest.approx(-23.0, abs=0.05)
+    chunks = [with_silence[i:i + SR] for i in range(0, len(with_silence), SR)]
+    assert active_power_of_chunks(iter(chunks), SR) == pytest.approx(active_power(with_silence, SR), rel=1e-9)
+    louder = with_silence * np.float32(loudness_gain(with_silence, SR, -12.0))
+    assert 10 * np.log10(active_power(louder, SR)) == pytest.approx(-12.0, abs=0.01)
+    assert gain_to(0.0, -24.0) == 1.0  # silence stays silence
+    # the engine's level is the centre of the range the training renders were brought to
+    assert INPUT_LOUDNESS_DBFS == pytest.approx(np.mean(AugmentConfig().loudness_dbfs))

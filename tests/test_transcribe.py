@@ -64,6 +64,25 @@ def test_an_array_at_any_rate_or_with_channels_gives_what_the_file_gives(result,
     assert at_16k.notes == from_array.notes
 
 
+def test_a_quiet_recording_is_brought_to_the_models_level_first(recording, onnx_model, tmp_path):  # noqa: F811
+    from keyscribe.audio import active_power, load_audio
+
+    audio = load_audio(recording)
+    quiet = audio * np.float32(10 ** (-30 / 20))  # 30 dB down: a phone across the room
+    assert 10 * np.log10(active_power(quiet, SR)) < -45
+
+    def same(a: tr.Transcription, b: tr.Transcription) -> bool:  # up to float rounding of the gain
+        keys = [[(n.pitch, n.velocity) for n in t.notes] for t in (a, b)]
+        times = [np.array([(n.onset_s, n.offset_s) for n in t.notes]) for t in (a, b)]
+        return keys[0] == keys[1] and np.allclose(times[0], times[1], atol=1e-3)
+
+    normal = keyscribe.transcribe(audio, model=onnx_model)
+    assert same(keyscribe.transcribe(quiet, model=onnx_model), normal)
+    sf.write(tmp_path / "quiet.wav", quiet, SR, subtype="FLOAT")
+    assert same(keyscribe.transcribe(tmp_path / "quiet.wav", model=onnx_model), normal)  # measured, then streamed
+    assert not same(keyscribe.transcribe(quiet, model=onnx_model, loudness_dbfs=None), normal)
+
+
 @pytest.mark.parametrize("audio, message", [
     (np.zeros(0, np.float32), "empty"),
     (np.zeros((2, 3, 4), np.float32), "1-D"),

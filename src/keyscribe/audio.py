@@ -88,6 +88,54 @@ def audio_duration_s(path: str | os.PathLike) -> float | None:
         return source.header_duration_s
 
 
+# ------------------------------------------------------------------------------------------- level
+# One loudness measure for the whole package: the training renders are brought to a random active
+# loudness with it, and the transcription engine brings each recording to the centre of that range.
+
+LEVEL_FRAME_S = 0.05
+ACTIVE_RANGE_DB = 50.0  # frames this far below the loudest are silence and do not count
+
+
+def frame_power(x: np.ndarray, hop: int) -> np.ndarray:
+    """Mean power of consecutive `hop`-sample frames of `x` (a shorter tail is dropped; one frame if
+    `x` is shorter than `hop`)."""
+    m = len(x) // hop
+    if m == 0:
+        return np.array([float(np.mean(np.square(x, dtype=np.float64)))]) if len(x) else np.zeros(1)
+    fr = x[: m * hop].reshape(m, hop).astype(np.float64)
+    return np.einsum("ij,ij->i", fr, fr) / hop
+
+
+def _active_mean(powers: np.ndarray) -> float:
+    top = float(powers.max()) if powers.size else 0.0
+    if top <= 0:
+        return 0.0
+    return float(powers[powers >= top * 10 ** (-ACTIVE_RANGE_DB / 10)].mean())
+
+
+def active_power(x: np.ndarray, sample_rate: int) -> float:
+    """Mean power of the 50 ms frames within 50 dB of the loudest (silence does not count); 0 for silence."""
+    return _active_mean(frame_power(x, max(1, round(LEVEL_FRAME_S * sample_rate))))
+
+
+def active_power_of_chunks(chunks: Iterator[np.ndarray], sample_rate: int) -> float:
+    """`active_power` of consecutive chunks of one recording (each chunk's frames counted on their own:
+    equal to the whole recording's when every chunk but the last is a whole number of 50 ms frames)."""
+    hop = max(1, round(LEVEL_FRAME_S * sample_rate))
+    powers = [frame_power(c, hop) for c in chunks if len(c)]
+    return _active_mean(np.concatenate(powers)) if powers else 0.0
+
+
+def loudness_gain(x: np.ndarray, sample_rate: int, target_dbfs: float) -> float:
+    """The linear gain that brings `x`'s active loudness (`active_power`) to `target_dbfs`; 1 for silence."""
+    return gain_to(active_power(x, sample_rate), target_dbfs)
+
+
+def gain_to(power: float, target_dbfs: float) -> float:
+    """The linear gain that brings an active power (as `active_power` gives) to `target_dbfs`; 1 for 0."""
+    return 10 ** (target_dbfs / 20) / math.sqrt(power) if power > 0 else 1.0
+
+
 def _limit(max_duration_s: float | None) -> float:
     limit = DEFAULT_CONFIG.max_duration_s if max_duration_s is None else max_duration_s
     if not limit > 0:  # also rejects NaN

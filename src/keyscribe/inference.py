@@ -53,6 +53,10 @@ OUTPUTS = ("onset", "offset", "frame", "velocity", "pedal")  # the ONNX graph's 
 PROBABILITIES = ("onset", "offset", "frame", "velocity", "pedal_onset", "pedal_offset", "pedal_frame")
 WEIGHTS_LICENCE = "CC BY-NC-SA 4.0 (non-commercial use only)"
 DEVICES = ("auto", "cpu", "cuda")
+# Recordings are brought to this active loudness (dBFS, `audio.active_power`) before the model: the centre
+# of the range the training renders were brought to (`data.augment.AugmentConfig.loudness_dbfs`), since the
+# model is not level-invariant (benchmarks/loudness.py: a recording at -40 dBFS loses note F1).
+INPUT_LOUDNESS_DBFS = -24.0
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,14 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from keyscribe.audio import load_audio
-from keyscribe.data.augment import loudness_gain
+from keyscribe.audio import load_audio, loudness_gain
 from keyscribe.data.maps import maps_recordings
 from keyscribe.decode import DecodeConfig, decode_notes
 from keyscribe.errors import KeyscribeError
 from keyscribe.evaluate import (ERROR_TYPES, VELOCITY_BANDS, error_types, evaluate_performance, mean_scores,
                                  note_metrics, per_key_counts, recall_by_velocity, summarise_errors)
 from keyscribe.features import FeatureConfig, log_mel
+from keyscribe.inference import INPUT_LOUDNESS_DBFS
 from keyscribe.midi import read_labels
 from keyscribe.notes import Performance
 from keyscribe.train import (decoding_transcriber, evaluate_on_excerpts, excerpt_reference, load_model,
@@ -46,23 +46,32 @@ def model_file_transcriber(model: str | os.PathLike | None = None) -> Callable:
     return decoding_transcriber(runtime.probabilities, runtime.decode_config, runtime.features)
 
 
+def recording_mel(path: str | os.PathLike, features: FeatureConfig = FeatureConfig(),
+                  loudness_dbfs: float | None = INPUT_LOUDNESS_DBFS) -> tuple[np.ndarray, float]:
+    """(log-mel, duration in s) of a recording, brought to the active loudness `loudness_dbfs` first as
+    the transcription engine does (None: as recorded)."""
+    audio = load_audio(path, sample_rate=features.sample_rate)
+    if loudness_dbfs is not None:
+        audio = audio * np.float32(loudness_gain(audio, features.sample_rate, loudness_dbfs))
+    return log_mel(audio, features), audio.size / features.sample_rate
+
+
 def evaluate_on_recordings(transcribe: Callable, data_dir: str | os.PathLike, *, limit: int | None = None,
-                           features: FeatureConfig = FeatureConfig(), loudness_dbfs: float | None = None) -> dict:
+                           features: FeatureConfig = FeatureConfig(),
+                           loudness_dbfs: float | None = INPUT_LOUDNESS_DBFS) -> dict:
     """`{"mean", "files", "seconds", "audio_seconds"}`: every recording with a tsv in `data_dir`,
-    transcribed from its log-mel and scored against its pedal-extended labels. With `loudness_dbfs`,
-    each recording is first scaled to that active loudness (dBFS, as the training renders' `gain`)."""
+    transcribed from its log-mel and scored against its pedal-extended labels. Each recording is first
+    scaled to the active loudness `loudness_dbfs` (dBFS, as the transcription engine does; None: as recorded)."""
     recordings = maps_recordings(data_dir)[:limit]
     files, busy, audio_s = {}, 0.0, 0.0
     key_counts = np.zeros((3, 88), np.int64)
     errors, by_velocity = [], []
     for rec in tqdm(recordings, desc="evaluate", unit="file"):
-        audio = load_audio(rec.audio_path, sample_rate=features.sample_rate)
-        if loudness_dbfs is not None:
-            audio = audio * np.float32(loudness_gain(audio, features.sample_rate, loudness_dbfs))
+        mel, duration_s = recording_mel(rec.audio_path, features, loudness_dbfs)
         start = time.perf_counter()
-        est = transcribe(log_mel(audio, features))
+        est = transcribe(mel)
         busy += time.perf_counter() - start
-        audio_s += audio.size / features.sample_rate
+        audio_s += duration_s
         ref = read_labels(rec.label_path)
         files[rec.audio_path.stem] = evaluate_performance(ref, est)
         key_counts += per_key_counts(ref, est)

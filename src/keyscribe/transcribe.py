@@ -26,7 +26,8 @@ import numpy as np
 
 from keyscribe import __version__
 from keyscribe.errors import AudioError, KeyscribeError
-from keyscribe.inference import Model, WindowConfig, array_chunks, load_model, transcribe_chunks
+from keyscribe.inference import (INPUT_LOUDNESS_DBFS, Model, WindowConfig, array_chunks, load_model,
+                                 transcribe_chunks)
 from keyscribe.notes import Note, PedalInterval, Performance, pitch_name
 
 CHORD_WINDOW_S = 0.05  # onsets closer than this to a group's first onset are listed as one chord
@@ -96,6 +97,7 @@ class Transcription:
 
 def transcribe(path_or_array, *, model: str | os.PathLike | Model | None = None, device: str = "auto",
                sample_rate: int = 16000, window: WindowConfig | None = None,
+               loudness_dbfs: float | None = INPUT_LOUDNESS_DBFS,
                progress: Callable[[float, float], None] | None = None) -> Transcription:
     """Transcribe a recording: a file path (any format FFmpeg reads, video included) or a float array of
     mono samples at `sample_rate` Hz (a 2-D array is averaged over its channel axis).
@@ -104,6 +106,8 @@ def transcribe(path_or_array, *, model: str | os.PathLike | Model | None = None,
     model from `inference.load_model` (load once, reuse for many recordings). `device`: "auto" (CUDA
     when there is a GPU, else the CPU), "cpu" or "cuda". `progress(done_s, total_s)` is called as the
     recording is processed (seconds of audio; the total from the file's header, so only when it has one).
+    `loudness_dbfs`: the active loudness the recording is brought to first (None: as recorded); a file
+    is decoded twice for it, once to measure its level.
     Raises `AudioError` for a bad recording, `ModelError` for a missing or bad model, each with a one-line
     message. Memory does not grow with the recording's length beyond the notes found.
     """
@@ -111,14 +115,22 @@ def transcribe(path_or_array, *, model: str | os.PathLike | Model | None = None,
     window = window or WindowConfig()
     rate = runtime.features.sample_rate
     if isinstance(path_or_array, (str, os.PathLike)):
-        from keyscribe.audio import iter_audio_chunks
+        from keyscribe.audio import active_power_of_chunks, gain_to, iter_audio_chunks
 
         source = os.fspath(path_or_array)
-        chunks = iter_audio_chunks(path_or_array, sample_rate=rate, chunk_s=window.chunk_s)
+        gain = 1.0
+        if loudness_dbfs is not None:
+            power = active_power_of_chunks(iter_audio_chunks(path_or_array, sample_rate=rate, chunk_s=window.chunk_s), rate)
+            gain = gain_to(power, loudness_dbfs)
+        chunks = (c * np.float32(gain) for c in iter_audio_chunks(path_or_array, sample_rate=rate, chunk_s=window.chunk_s))
         total_s = _header_duration(Path(path_or_array)) if progress else None
     else:
         source = None
         samples = _as_mono(path_or_array, sample_rate, rate)
+        if loudness_dbfs is not None:
+            from keyscribe.audio import loudness_gain
+
+            samples = samples * np.float32(loudness_gain(samples, rate, loudness_dbfs))
         chunks = array_chunks(samples, rate, window.chunk_s)
         total_s = len(samples) / rate
     step = None

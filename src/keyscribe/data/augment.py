@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from keyscribe.audio import active_power, frame_power, loudness_gain
 from keyscribe.errors import AudioError
 
 TRANSFORMS = ("detune", "eq", "reverb", "noise", "compress", "lowpass", "phone", "gain", "codec")
@@ -137,28 +138,11 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def _frame_power(x: np.ndarray, hop: int) -> np.ndarray:
-    m = len(x) // hop
-    if m == 0:
-        return np.array([float(np.mean(np.square(x, dtype=np.float64)))]) if len(x) else np.zeros(1)
-    fr = x[: m * hop].reshape(m, hop).astype(np.float64)
-    return np.einsum("ij,ij->i", fr, fr) / hop
-
-
-def active_power(x: np.ndarray, sample_rate: int) -> float:
-    """Mean power of the 50 ms frames within 50 dB of the loudest (silence does not count)."""
-    p = _frame_power(x, max(1, round(0.05 * sample_rate)))
-    top = float(p.max()) if p.size else 0.0
-    if top <= 0:
-        return 0.0
-    return float(p[p >= top * 1e-5].mean())
-
-
 # ------------------------------------------------------------------------------------------- detune
 
 def _anchors(x: np.ndarray, sample_rate: int, segment_s: float, hop: int, min_gap: int) -> np.ndarray:
     """Sample indices starting segments: 0, then the strongest energy rise in each `segment_s` block."""
-    e = 10 * np.log10(_frame_power(x, hop) + 1e-10)
+    e = 10 * np.log10(frame_power(x, hop) + 1e-10)
     rise = np.diff(e, prepend=e[0])
     block = max(2, int(round(segment_s * sample_rate / hop)))
     m = len(rise) // block
@@ -426,7 +410,7 @@ def compress(x: np.ndarray, sample_rate: int, threshold_db: float, ratio: float,
     constant and falls at most 8.7 dB per release time constant. No make-up gain."""
     from scipy.signal import lfilter
     hop = max(1, round(0.002 * sample_rate))
-    level = 10 * np.log10(_frame_power(x, hop) + 1e-12)
+    level = 10 * np.log10(frame_power(x, hop) + 1e-12)
     gr = np.maximum(0.0, level - threshold_db) * (1 - 1 / ratio)
     idx = np.arange(len(gr), dtype=np.float64)
     fall = 8.686 / release_s * hop / sample_rate  # dB per frame
@@ -440,7 +424,7 @@ def compress(x: np.ndarray, sample_rate: int, threshold_db: float, ratio: float,
 
 
 def _apply_compress(x, sr, rng, cfg):
-    loud = float(np.percentile(10 * np.log10(_frame_power(x, max(1, round(0.002 * sr))) + 1e-12), 95))
+    loud = float(np.percentile(10 * np.log10(frame_power(x, max(1, round(0.002 * sr))) + 1e-12), 95))
     p = {"threshold_db_re_loud": float(rng.uniform(*cfg.compress_threshold_db)),
          "ratio": float(rng.uniform(*cfg.compress_ratio)),
          "attack_s": _log_uniform(rng, *cfg.compress_attack_s),
@@ -473,12 +457,6 @@ def _apply_phone(x, sr, rng, cfg):
 
 
 # --------------------------------------------------------------------------------------------- gain
-
-def loudness_gain(x: np.ndarray, sample_rate: int, target_dbfs: float) -> float:
-    """The linear gain that brings `x`'s active loudness (`active_power`) to `target_dbfs`; 1 for silence."""
-    ps = active_power(x, sample_rate)
-    return 10 ** (target_dbfs / 20) / math.sqrt(ps) if ps > 0 else 1.0
-
 
 def _apply_gain(x, sr, rng, cfg):
     target = float(rng.uniform(*cfg.loudness_dbfs))
@@ -554,7 +532,7 @@ def best_lag(ref: np.ndarray, y: np.ndarray, sample_rate: int, max_lag: int) -> 
     over the loudest 4 s of `ref`."""
     from scipy.signal import fftconvolve
     win = min(len(ref), 4 * sample_rate)
-    p = _frame_power(ref, max(1, sample_rate // 10))
+    p = frame_power(ref, max(1, sample_rate // 10))
     hop = max(1, sample_rate // 10)
     centre = int(np.argmax(p)) * hop + hop // 2 if p.size else 0
     a = int(min(max(0, centre - win // 2), max(0, len(ref) - win)))
