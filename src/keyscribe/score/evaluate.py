@@ -147,9 +147,9 @@ def oracle_metre(ann: asap.Annotations):
 def audio_roundtrip(piano: str, cache_dir: str | Path | None = None, model=None) -> Callable:
     """A function (entry, performance) -> the performance as keyscribe transcribes it after rendering it on
     `piano` (a `keyscribe.data.render.PIANOS` name) with `model` (None: the shipped one). Transcriptions
-    are kept as MIDI in `cache_dir`, one per performance and piano, and reused."""
+    are kept as MIDI in `cache_dir`, one per performance, piano, model and input level, and reused."""
     from keyscribe.data.render import PianoUnavailableError, available_pianos, render
-    from keyscribe.inference import load_model
+    from keyscribe.inference import INPUT_LOUDNESS_DBFS, load_model
     from keyscribe.midi import read_midi, write_midi
     from keyscribe.transcribe import transcribe
 
@@ -159,7 +159,8 @@ def audio_roundtrip(piano: str, cache_dir: str | Path | None = None, model=None)
     cache = Path(cache_dir) if cache_dir else None
 
     def hear(entry: asap.Entry, perf: Performance) -> Performance:
-        path = cache / piano / runtime.model_id / f"{entry.name.replace('/', '__')}.mid" if cache else None
+        folder = f"{runtime.model_id}-at{INPUT_LOUDNESS_DBFS:+g}dBFS"  # the level transcribe() brings audio to
+        path = cache / piano / folder / f"{entry.name.replace('/', '__')}.mid" if cache else None
         if path is not None and path.is_file():
             return read_midi(path)
         heard = transcribe(render(perf, piano), model=runtime).performance
