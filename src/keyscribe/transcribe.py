@@ -118,11 +118,11 @@ def transcribe(path_or_array, *, model: str | os.PathLike | Model | None = None,
         from keyscribe.audio import active_power_of_chunks, gain_to, iter_audio_chunks
 
         source = os.fspath(path_or_array)
-        gain = 1.0
-        if loudness_dbfs is not None:
-            power = active_power_of_chunks(iter_audio_chunks(path_or_array, sample_rate=rate, chunk_s=window.chunk_s), rate)
-            gain = gain_to(power, loudness_dbfs)
-        chunks = (c * np.float32(gain) for c in iter_audio_chunks(path_or_array, sample_rate=rate, chunk_s=window.chunk_s))
+        def decode():
+            return iter_audio_chunks(path_or_array, sample_rate=rate, chunk_s=window.chunk_s)
+
+        gain = 1.0 if loudness_dbfs is None else gain_to(active_power_of_chunks(decode(), rate), loudness_dbfs)
+        chunks = (c * np.float32(gain) for c in decode())
         total_s = _header_duration(Path(path_or_array)) if progress else None
     else:
         source = None
