@@ -40,8 +40,8 @@ import numpy as np
 from keyscribe.notes import Performance
 from keyscribe.score import asap
 
-METRICS = ("beat_f1", "beat_f1_any_level", "beat_amlt", "downbeat_f1", "ts_acc", "ts_string_acc", "key_acc", "onset_est", "onset_est_local",
-           "onset_oracle", "hands_acc", "hands_fixed_acc")
+METRICS = ("beat_f1", "beat_f1_any_level", "beat_amlt", "downbeat_f1", "ts_acc", "ts_string_acc", "key_acc",
+           "onset_est", "onset_est_local", "onset_oracle", "hands_acc", "hands_fixed_acc")
 
 
 def _annotated_compound(ts: str) -> bool:
@@ -156,11 +156,11 @@ def audio_roundtrip(piano: str, cache_dir: str | Path | None = None, model=None)
     if piano not in available_pianos():
         raise PianoUnavailableError(f"piano {piano!r} is not installed; installed: {', '.join(available_pianos())}")
     runtime = load_model(model)
-    cache = Path(cache_dir) if cache_dir else None
+    # one folder per model and the level transcribe() brings audio to
+    cache = Path(cache_dir) / piano / f"{runtime.model_id}-at{INPUT_LOUDNESS_DBFS:+g}dBFS" if cache_dir else None
 
     def hear(entry: asap.Entry, perf: Performance) -> Performance:
-        folder = f"{runtime.model_id}-at{INPUT_LOUDNESS_DBFS:+g}dBFS"  # the level transcribe() brings audio to
-        path = cache / piano / folder / f"{entry.name.replace('/', '__')}.mid" if cache else None
+        path = cache / f"{entry.name.replace('/', '__')}.mid" if cache else None
         if path is not None and path.is_file():
             return read_midi(path)
         heard = transcribe(render(perf, piano), model=runtime).performance
