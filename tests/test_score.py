@@ -350,18 +350,35 @@ def test_note_network_training_exports_weights_the_tracker_loads(tmp_path, capsy
 
 
 def test_shipped_note_networks_split_beats_and_downbeats():
-    """The default tracker takes its beats from the augmented network and its downbeats from the clean
-    one: swapping the downbeat network leaves the beats alone."""
+    """The default tracker takes its beats from the augmented network and its downbeats from the clean one,
+    and decodes them together: the waltz's bars start on its bass notes."""
     beat_net, downbeat_net = notenet.load_default()
     assert beat_net is not downbeat_net
     perf, _ = waltz()
-    both = notenet.estimate_metre_notes(beat_net, perf, downbeat_session=downbeat_net)
-    alone = notenet.estimate_metre_notes(beat_net, perf)
-    assert np.array_equal(both.beats, alone.beats)
     notes = notenet.sorted_notes(perf)
     assert not np.allclose(notenet.note_probabilities(beat_net, notes)[1],
                            notenet.note_probabilities(downbeat_net, notes)[1])
-    assert both.time_signature == "3/4"
+    metre = notenet.estimate_metre_notes(beat_net, perf, downbeat_session=downbeat_net)
+    assert metre.time_signature == "3/4"
+    bar_starts = sorted({n.onset_s for n in notes if n.pitch < 60})
+    assert np.allclose(metre.downbeats, bar_starts[: len(metre.downbeats)], atol=0.03)
+
+
+def test_joint_bar_decoder_finds_the_bar_length_and_its_downbeats():
+    """A beat every 0.5 s whose every third beat is marked as a downbeat: the 3-beat bar is the most likely,
+    its downbeats fall on the marked beats, and with the downbeat evidence ignored the beats stay."""
+    n = 50 * 30
+    beat_act = np.full(n, 1 / 64)
+    beat_act[::25] = 0.9
+    down_act = np.full(n, 0.25)
+    down_act[::75] = 0.9
+    down_act[25::75] = down_act[50::75] = 0.05
+    fits = {m: beats.dbn_bars(beat_act, down_act, m, transition_lambda=30, observation_lambda=32) for m in (2, 3, 4)}
+    assert max(fits, key=lambda m: fits[m][2]) == 3
+    bt, is_down, _ = fits[3]
+    assert np.allclose(bt, np.arange(0, n, 25) / 50)
+    assert np.allclose(bt[is_down], np.arange(0, n, 75) / 50)
+    assert np.array_equal(beats.dbn_beats(beat_act, transition_lambda=30, observation_lambda=32), bt)
 
 
 def test_note_labels_mark_onsets_near_the_annotated_times():
@@ -398,7 +415,7 @@ def test_note_network_crops_keep_labels_with_their_notes_under_transcription_err
 
 def test_note_beat_activation_takes_each_onset_frame_from_its_notes():
     notes = [Note(1.0, 1.2, 60, 80), Note(1.0, 1.2, 64, 80), Note(2.0, 2.2, 62, 80)]
-    act = notenet.beat_activation(notes, np.array([0.2, 0.9, 0.001]), 150)
+    act = notenet.onset_activation(notes, np.array([0.2, 0.9, 0.001]), 150, notenet.NO_ONSET_ACTIVATION)
     assert act[50] == 0.9  # two notes at frame 50: the higher probability
     assert act[100] == 0.001  # a note judged off the beat counts against a beat there
     assert act[0] == act[49] == act[75] == act[149] == notenet.NO_ONSET_ACTIVATION

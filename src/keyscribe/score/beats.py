@@ -9,7 +9,8 @@ Two trackers share one decoder:
 
 Both place downbeats with a Viterbi over the position in the bar (`decode_downbeats`), which also picks
 2, 3 or 4 beats per bar. A third, `notes` (`notenet.py`, a network over the note sequence), is the
-default (`auto`); see `estimate_metre`.
+default (`auto`): its beat and downbeat probabilities are decoded together by the bar-pointer HMM
+(`dbn_bars`); see `estimate_metre`.
 """
 from __future__ import annotations
 
@@ -152,49 +153,66 @@ def track_beats(act: np.ndarray, periods: np.ndarray, fps: int = FPS, tightness:
 
 
 def dbn_beats(act: np.ndarray, fps: int = FPS, min_bpm: float = 30.0, max_bpm: float = 300.0,
-              transition_lambda: float = 100.0, observation_lambda: int = 16, power: float = 1.0,
-              off_scale: float | None = None) -> np.ndarray:
-    """Beat times (s) from a beat activation with a bar-pointer style HMM (as madmom's DBN tracker).
+              transition_lambda: float = 100.0, observation_lambda: int = 16, power: float = 1.0) -> np.ndarray:
+    """Beat times (s) from a beat activation with a bar-pointer style HMM (as madmom's DBN tracker): `dbn_bars`
+    with one beat per bar and no downbeat evidence. Unlike the autocorrelation tempo, this rewards the
+    metrical level whose beats all land on activation peaks."""
+    beats, _, _ = dbn_bars(np.asarray(act, float) ** power, None, 1, fps, min_bpm, max_bpm, transition_lambda,
+                           observation_lambda)
+    return beats
 
-    States are (beat interval tau in frames, position in the beat); the position advances one frame per
-    frame, and at the end of a beat the interval may change with probability ~ exp(-lambda |tau'/tau - 1|).
-    The first 1/observation_lambda of each beat emits the activation, the rest its complement. Unlike the
-    autocorrelation tempo, this rewards the metrical level whose beats all land on activation peaks."""
-    act = np.clip(np.asarray(act, float) ** power, 1e-6, 1 - 1e-6)
-    n = len(act)
+
+def dbn_bars(beat_act: np.ndarray, downbeat_act: np.ndarray | None, beats_per_bar: int, fps: int = FPS,
+             min_bpm: float = 30.0, max_bpm: float = 300.0, transition_lambda: float = 100.0,
+             observation_lambda: int = 16, downbeat_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """(beat times (s), downbeat flag per beat, log-likelihood) of a bar-pointer HMM over beats and
+    downbeats at once, as madmom's downbeat tracker (Böck et al., 2016).
+
+    States are (beat interval tau in frames, position in a bar of `beats_per_bar` beats); the position
+    advances one frame per frame, and at the end of each beat the interval may change with probability
+    ~ exp(-lambda |tau'/tau - 1|). The first 1/observation_lambda of each beat emits the beat activation,
+    the rest its complement shared among the other frames. The downbeat activation (probabilities, or None)
+    adds `downbeat_weight` x its log to the first beat of the bar and x the log of its complement
+    everywhere else, so the downbeats can move the beats and the likelihoods of different bar lengths
+    compare."""
+    pb = np.clip(np.asarray(beat_act, float), 1e-6, 1 - 1e-6)
+    n, m = len(pb), beats_per_bar
     taus = np.arange(max(2, int(np.floor(60.0 * fps / max_bpm))), int(np.ceil(60.0 * fps / min_bpm)) + 1)
-    first = np.concatenate([[0], np.cumsum(taus)[:-1]])
-    last = first + taus - 1
-    n_states = int(taus.sum())
-    tau_of = np.repeat(np.arange(len(taus)), taus)
-    phase = np.arange(n_states) - first[tau_of]
-    beat_region = phase < np.maximum(1, taus[tau_of] / observation_lambda)
-    ratio = taus[None, :] / taus[:, None]
-    log_a = -transition_lambda * np.abs(ratio - 1)
+    n_tau = len(taus)
+    first = np.concatenate([[0], np.cumsum(m * taus)[:-1]])  # each tau owns a block of m * tau positions
+    tau_of = np.repeat(np.arange(n_tau), m * taus)
+    position = np.arange(len(tau_of)) - first[tau_of]
+    on_beat = position % taus[tau_of] < np.maximum(1, taus[tau_of] / observation_lambda)
+    kind = np.where(on_beat, np.where(position < taus[tau_of], 2, 1), 0)  # off beat, beat, downbeat
+    start = first[None, :] + np.arange(m)[:, None] * taus[None, :]  # (beat in bar, tau): first state
+    end = start + taus[None, :] - 1
+    from_beat = (np.arange(m) - 1) % m
+    log_a = -transition_lambda * np.abs(taus[None, :] / taus[:, None] - 1)
     log_a -= np.log(np.exp(log_a).sum(axis=1, keepdims=True))
-    log_on = np.log(act)
-    log_off = np.log((1 - act) / (observation_lambda - 1 if off_scale is None else off_scale))
-    v = np.where(beat_region, log_on[0], log_off[0]) - np.log(n_states)
-    bp = np.zeros((n, len(taus)), dtype=np.int16)
+    down = np.zeros((n, 2)) if downbeat_act is None else downbeat_weight * np.stack(
+        [np.log(1 - np.clip(downbeat_act, 1e-6, 1 - 1e-6)), np.log(np.clip(downbeat_act, 1e-6, 1 - 1e-6))], axis=1)
+    emission = np.stack([np.log((1 - pb) / (observation_lambda - 1)) + down[:, 0], np.log(pb) + down[:, 0],
+                         np.log(pb) + down[:, 1]], axis=1)
+    v = emission[0][kind] - np.log(len(kind))
+    back = np.zeros((n, m, n_tau), dtype=np.int16)
     for t in range(1, n):
+        cand = v[end[from_beat]][:, :, None] + log_a[None]  # (beat, tau before, tau after)
+        back[t] = np.argmax(cand, axis=1)
         new = np.empty_like(v)
         new[1:] = v[:-1]
-        cand = v[last][:, None] + log_a
-        k = np.argmax(cand, axis=0)
-        bp[t] = k
-        new[first] = cand[k, np.arange(len(taus))]
-        new += np.where(beat_region, log_on[t], log_off[t])
-        v = new
-    s = int(np.argmax(v))
-    beats = []
+        new[start] = np.take_along_axis(cand, back[t][:, None, :], axis=1)[:, 0, :]
+        v = new + emission[t][kind]
+    beat_of_start = {int(start[k, j]): (k, j) for k in range(m) for j in range(n_tau)}
+    s, beats, downbeat = int(np.argmax(v)), [], []
     for t in range(n - 1, -1, -1):
-        j = tau_of[s]
-        if s == first[j]:
+        if s in beat_of_start:
+            k, j = beat_of_start[s]
             beats.append(t)
-            s = int(last[bp[t, j]]) if t > 0 else s
+            downbeat.append(k == 0)
+            s = int(end[from_beat[k], back[t, k, j]]) if t > 0 else s
         else:
             s -= 1
-    return np.array(beats[::-1], dtype=float) / fps
+    return np.array(beats[::-1], dtype=float) / fps, np.array(downbeat[::-1], bool), float(v.max())
 
 
 def peak_near(curve: np.ndarray, times: np.ndarray, fps: int = FPS) -> np.ndarray:

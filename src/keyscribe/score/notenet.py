@@ -5,9 +5,9 @@ busy textures, so its metrical level follows the texture rather than the notatio
 step per note (pitch, chroma, velocity, duration and the log time to the neighbouring onsets), through
 convolutions over neighbouring notes and a two-layer bidirectional GRU over the whole piece, and gives
 each note the probability that its onset is on a beat and on a downbeat (the PM2S idea: Liu et al., 2022).
-The beat probabilities become a 50 fps activation (frames without an onset lean to "no beat") for the same
-bar-pointer HMM as the other trackers; the downbeat probabilities of the notes on the beats feed the same
-bar decoder.
+The beat and downbeat probabilities become two 50 fps activations (frames without an onset lean to "no
+beat") that a bar-pointer HMM over beats and downbeats decodes together (`beats.dbn_bars`, as madmom's
+downbeat tracker), once for each bar length; the most likely bar length wins.
 
 Two trainings of the same network by `keyscribe.score.train_notenet` on the ASAP training split give
 the two weight files here. `notenet-beats.onnx` was trained on notes with transcription-like errors
@@ -46,9 +46,19 @@ OBSERVATION_LAMBDA = 32
 # note's probability sits on its own frame only. Chosen on the validation pieces with the step-2,000
 # network: beat F1 0.669 (neutral, spread over +-2 frames) -> 0.739 (own frame) -> 0.752 (and 1 / 64).
 NO_ONSET_ACTIVATION = 1.0 / 64
-# downbeat probability of a beat with no note on it (validation downbeat F1 0.563 / 0.584 / 0.570 for
-# 0.1 / 0.25 / 0.4 with the step-2,000 network)
+# downbeat probability of a frame with no onset (validation downbeat F1 0.563 / 0.584 / 0.570 for
+# 0.1 / 0.25 / 0.4 with the step-2,000 network and the old two-stage decoder)
 DOWNBEAT_PRIOR = 0.25
+# Beats and downbeats are decoded together (`beats.dbn_bars`), the downbeat evidence weighted x1.5 (work
+# notes in docs/score/README.md, session 11). On the validation pieces (`keyscribe score-eval --split
+# validation --max-per-piece 4`, means over pieces) beat / downbeat F1, time signature and notation onsets per
+# interval were 0.801 / 0.601 / 0.365 / 0.480 with the earlier decoder (beats first, then bars on them);
+# jointly at weight 1: 0.801 / 0.596 / 0.438 / 0.459, 1.5: 0.798 / 0.602 / 0.500 / 0.456, 2: 0.795 / 0.661 /
+# 0.516 / 0.452. From transcribed audio (one performance per piece) 0.784 / 0.542 / 0.375 / 0.474 before, at
+# 1: 0.791 / 0.531 / 0.375 / 0.497, 1.5: 0.788 / 0.556 / 0.375 / 0.494, 2: 0.771 / 0.537 / 0.438 / 0.444; and
+# at 2 a strictly timed 72 BPM march is tracked at 144 (the downbeat evidence outweighs the beats).
+DOWNBEAT_WEIGHT = 1.5
+BEATS_PER_BAR = (2, 3, 4)
 
 
 def note_features(onsets: np.ndarray, offsets: np.ndarray, pitches: np.ndarray, velocities: np.ndarray) -> np.ndarray:
@@ -103,25 +113,14 @@ def note_probabilities(session, notes) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits[0].T))
 
 
-def beat_activation(notes, beat_probs: np.ndarray, n_frames: int) -> np.ndarray:
-    """(n_frames,) beat activation at FPS: an onset frame takes the highest probability of its notes, every
-    other frame NO_ONSET_ACTIVATION."""
-    act = np.full(n_frames, NO_ONSET_ACTIVATION)
+def onset_activation(notes, probs: np.ndarray, n_frames: int, elsewhere: float) -> np.ndarray:
+    """(n_frames,) activation at FPS: an onset frame takes the highest of its notes' `probs`, every other
+    frame `elsewhere`."""
+    act = np.full(n_frames, elsewhere)
     onset_frames = np.clip(np.round(np.array([n.onset_s for n in notes]) * FPS).astype(int), 0, n_frames - 1)
     act[onset_frames] = 0.0
-    np.maximum.at(act, onset_frames, beat_probs)
+    np.maximum.at(act, onset_frames, probs)
     return act
-
-
-def downbeat_probabilities(notes, probs: np.ndarray, beats: np.ndarray, tolerance: float = 0.05) -> np.ndarray:
-    """Per beat (s): the highest downbeat probability of the notes within `tolerance`, else DOWNBEAT_PRIOR."""
-    onsets = np.array([n.onset_s for n in notes])
-    out = np.full(len(beats), DOWNBEAT_PRIOR)
-    for i, t in enumerate(beats):
-        near = np.abs(onsets - t) <= tolerance
-        if near.any():
-            out[i] = probs[1][near].max()
-    return out
 
 
 def tracked_beats(session, notes, downbeat_session=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -132,19 +131,33 @@ def tracked_beats(session, notes, downbeat_session=None) -> tuple[np.ndarray, np
     probs = note_probabilities(session, notes)
     if downbeat_session is not None:
         probs[1] = note_probabilities(downbeat_session, notes)[1]
-    act = beat_activation(notes, probs[0], int(max(n.offset_s for n in notes) * FPS) + 2)
+    act = onset_activation(notes, probs[0], int(max(n.offset_s for n in notes) * FPS) + 2, NO_ONSET_ACTIVATION)
     bt = B.dbn_beats(act, FPS, transition_lambda=TRANSITION_LAMBDA, observation_lambda=OBSERVATION_LAMBDA)
     return B.snap_to_onsets(B._trim_to_notes(bt, notes, 0.0), notes, 0.06), act, probs
 
 
 def estimate_metre_notes(session, perf: Performance, downbeat_session=None):
-    """Beats, downbeats and metre from the note network's probabilities: beats from `session`, downbeats
-    from `downbeat_session` (default: the same network)."""
+    """Beats, downbeats and metre from the note network's probabilities (beats from `session`, downbeats from
+    `downbeat_session`, default the same network), decoded together by the bar-pointer HMM for 2, 3 and 4
+    beats per bar; the most likely bar length wins."""
     from keyscribe.score import beats as B
 
     notes = sorted_notes(perf)
-    bt, act, probs = tracked_beats(session, notes, downbeat_session)
+    probs = note_probabilities(session, notes)
+    if downbeat_session is not None:
+        probs[1] = note_probabilities(downbeat_session, notes)[1]
+    n_frames = int(max(n.offset_s for n in notes) * FPS) + 2
+    beat_act = onset_activation(notes, probs[0], n_frames, NO_ONSET_ACTIVATION)
+    downbeat_act = onset_activation(notes, probs[1], n_frames, DOWNBEAT_PRIOR)
+    decoded = [B.dbn_bars(beat_act, downbeat_act, m, FPS, transition_lambda=TRANSITION_LAMBDA,
+                          observation_lambda=OBSERVATION_LAMBDA, downbeat_weight=DOWNBEAT_WEIGHT)
+               for m in BEATS_PER_BAR]
+    best = int(np.argmax([ll for _, _, ll in decoded]))
+    bt, is_downbeat, _ = decoded[best]
+    kept = np.isin(bt, B._trim_to_notes(bt, notes, 0.0))
+    bt, is_downbeat = B.snap_to_onsets(bt[kept], notes, 0.06), is_downbeat[kept]
     if len(bt) < 2:
         return B.estimate_metre_rule(perf)
-    db = downbeat_probabilities(notes, probs, bt)
-    return B._finish(notes, bt, (db - db.mean()) / (db.std() + 1e-9), db_prob=db)
+    first = np.flatnonzero(is_downbeat)
+    return B.Metre(bt, bt[is_downbeat], BEATS_PER_BAR[best], B.is_compound(notes, bt),
+                   60.0 / float(np.median(np.diff(bt))), int(first[0]) if len(first) else 0)
