@@ -49,14 +49,14 @@ NO_ONSET_ACTIVATION = 1.0 / 64
 # downbeat probability of a frame with no onset (validation downbeat F1 0.563 / 0.584 / 0.570 for
 # 0.1 / 0.25 / 0.4 with the step-2,000 network and the old two-stage decoder)
 DOWNBEAT_PRIOR = 0.25
-# Beats and downbeats are decoded together (`beats.dbn_bars`), the downbeat evidence weighted x1.5 (work
-# notes in docs/score/README.md, session 11). On the validation pieces (`keyscribe score-eval --split
-# validation --max-per-piece 4`, means over pieces) beat / downbeat F1, time signature and notation onsets per
-# interval were 0.801 / 0.601 / 0.365 / 0.480 with the earlier decoder (beats first, then bars on them);
-# jointly at weight 1: 0.801 / 0.596 / 0.438 / 0.459, 1.5: 0.798 / 0.602 / 0.500 / 0.456, 2: 0.795 / 0.661 /
-# 0.516 / 0.452. From transcribed audio (one performance per piece) 0.784 / 0.542 / 0.375 / 0.474 before, at
-# 1: 0.791 / 0.531 / 0.375 / 0.497, 1.5: 0.788 / 0.556 / 0.375 / 0.494, 2: 0.771 / 0.537 / 0.438 / 0.444; and
-# at 2 a strictly timed 72 BPM march is tracked at 144 (the downbeat evidence outweighs the beats).
+# Beats and downbeats are decoded together (`beats.dbn_bars`), the downbeat evidence weighted x1.5. On the
+# validation pieces (`benchmarks/downbeat_weight.py`, means over pieces) beat / downbeat F1, time signature
+# and notation onsets per interval were, from MIDI (4 performances a piece): 0.801 / 0.601 / 0.365 / 0.480
+# with the earlier decoder (beats first, then bars on them; commit 6df8c63), jointly at weight 1: 0.801 /
+# 0.596 / 0.438 / 0.459, 1.5: 0.798 / 0.602 / 0.500 / 0.456, 2: 0.795 / 0.661 / 0.516 / 0.452; from audio
+# (`--from-audio salamander`, one a piece) 0.786 / 0.534 / 0.438 / 0.474 before, at 1: 0.777 / 0.565 / 0.438 /
+# 0.471, 1.5: 0.778 / 0.572 / 0.438 / 0.472, 2: 0.772 / 0.563 / 0.438 / 0.476. At 2 a strictly timed 72 BPM
+# march is tracked at 144 (the downbeat evidence outweighs the beats).
 DOWNBEAT_WEIGHT = 1.5
 BEATS_PER_BAR = (2, 3, 4)
 
