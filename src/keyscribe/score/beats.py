@@ -187,8 +187,9 @@ def dbn_bars(beat_act: np.ndarray, downbeat_act: np.ndarray | None, beats_per_ba
     start = first[None, :] + np.arange(m)[:, None] * taus[None, :]  # (beat in bar, tau): first state
     end = start + taus[None, :] - 1
     from_beat = (np.arange(m) - 1) % m
-    log_a = -transition_lambda * np.abs(taus[None, :] / taus[:, None] - 1)
+    log_a = -transition_lambda * np.abs(taus[None, :] / taus[:, None] - 1)  # (tau before, tau after)
     log_a -= np.log(np.exp(log_a).sum(axis=1, keepdims=True))
+    log_a_by_after = np.ascontiguousarray(log_a.T)  # the maximum runs over the last, contiguous axis
     down = np.zeros((n, 2)) if downbeat_act is None else downbeat_weight * np.stack(
         [np.log(1 - np.clip(downbeat_act, 1e-6, 1 - 1e-6)), np.log(np.clip(downbeat_act, 1e-6, 1 - 1e-6))], axis=1)
     emission = np.stack([np.log((1 - pb) / (observation_lambda - 1)) + down[:, 0], np.log(pb) + down[:, 0],
@@ -196,11 +197,11 @@ def dbn_bars(beat_act: np.ndarray, downbeat_act: np.ndarray | None, beats_per_ba
     v = emission[0][kind] - np.log(len(kind))
     back = np.zeros((n, m, n_tau), dtype=np.int16)
     for t in range(1, n):
-        cand = v[end[from_beat]][:, :, None] + log_a[None]  # (beat, tau before, tau after)
-        back[t] = np.argmax(cand, axis=1)
+        cand = v[end[from_beat]][:, None, :] + log_a_by_after[None]  # (beat, tau after, tau before)
+        back[t] = np.argmax(cand, axis=2)
         new = np.empty_like(v)
         new[1:] = v[:-1]
-        new[start] = np.take_along_axis(cand, back[t][:, None, :], axis=1)[:, 0, :]
+        new[start] = np.take_along_axis(cand, back[t][:, :, None], axis=2)[:, :, 0]
         v = new + emission[t][kind]
     beat_of_start = {int(start[k, j]): (k, j) for k in range(m) for j in range(n_tau)}
     s, beats, downbeat = int(np.argmax(v)), [], []
