@@ -113,6 +113,20 @@ def note_probabilities(session, notes) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits[0].T))
 
 
+def both_probabilities(session, notes, downbeat_session=None) -> np.ndarray:
+    """(2, N): beat probabilities from `session`, downbeat probabilities from `downbeat_session` (default the
+    same network)."""
+    probs = note_probabilities(session, notes)
+    if downbeat_session is not None:
+        probs[1] = note_probabilities(downbeat_session, notes)[1]
+    return probs
+
+
+def n_frames_of(notes) -> int:
+    """Frames at FPS covering every note to its release."""
+    return int(max(n.offset_s for n in notes) * FPS) + 2
+
+
 def onset_activation(notes, probs: np.ndarray, n_frames: int, elsewhere: float) -> np.ndarray:
     """(n_frames,) activation at FPS: an onset frame takes the highest of its notes' `probs`, every other
     frame `elsewhere`."""
@@ -128,10 +142,8 @@ def tracked_beats(session, notes, downbeat_session=None) -> tuple[np.ndarray, np
     on the network's activation, trimmed to the notes and snapped to onsets."""
     from keyscribe.score import beats as B
 
-    probs = note_probabilities(session, notes)
-    if downbeat_session is not None:
-        probs[1] = note_probabilities(downbeat_session, notes)[1]
-    act = onset_activation(notes, probs[0], int(max(n.offset_s for n in notes) * FPS) + 2, NO_ONSET_ACTIVATION)
+    probs = both_probabilities(session, notes, downbeat_session)
+    act = onset_activation(notes, probs[0], n_frames_of(notes), NO_ONSET_ACTIVATION)
     bt = B.dbn_beats(act, FPS, transition_lambda=TRANSITION_LAMBDA, observation_lambda=OBSERVATION_LAMBDA)
     return B.snap_to_onsets(B._trim_to_notes(bt, notes, 0.0), notes, 0.06), act, probs
 
@@ -143,10 +155,8 @@ def estimate_metre_notes(session, perf: Performance, downbeat_session=None):
     from keyscribe.score import beats as B
 
     notes = sorted_notes(perf)
-    probs = note_probabilities(session, notes)
-    if downbeat_session is not None:
-        probs[1] = note_probabilities(downbeat_session, notes)[1]
-    n_frames = int(max(n.offset_s for n in notes) * FPS) + 2
+    probs = both_probabilities(session, notes, downbeat_session)
+    n_frames = n_frames_of(notes)
     beat_act = onset_activation(notes, probs[0], n_frames, NO_ONSET_ACTIVATION)
     downbeat_act = onset_activation(notes, probs[1], n_frames, DOWNBEAT_PRIOR)
     decoded = [B.dbn_bars(beat_act, downbeat_act, m, FPS, transition_lambda=TRANSITION_LAMBDA,
