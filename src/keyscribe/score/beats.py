@@ -190,8 +190,11 @@ def dbn_bars(beat_act: np.ndarray, downbeat_act: np.ndarray | None, beats_per_ba
     log_a = -transition_lambda * np.abs(taus[None, :] / taus[:, None] - 1)  # (tau before, tau after)
     log_a -= np.log(np.exp(log_a).sum(axis=1, keepdims=True))
     log_a_by_after = np.ascontiguousarray(log_a.T)  # the maximum runs over the last, contiguous axis
-    down = np.zeros((n, 2)) if downbeat_act is None else downbeat_weight * np.stack(
-        [np.log(1 - np.clip(downbeat_act, 1e-6, 1 - 1e-6)), np.log(np.clip(downbeat_act, 1e-6, 1 - 1e-6))], axis=1)
+    if downbeat_act is None:
+        down = np.zeros((n, 2))
+    else:
+        pd = np.clip(np.asarray(downbeat_act, float), 1e-6, 1 - 1e-6)
+        down = downbeat_weight * np.stack([np.log(1 - pd), np.log(pd)], axis=1)  # (not a downbeat, downbeat)
     emission = np.stack([np.log((1 - pb) / (observation_lambda - 1)) + down[:, 0], np.log(pb) + down[:, 0],
                          np.log(pb) + down[:, 1]], axis=1)
     v = emission[0][kind] - np.log(len(kind))
