@@ -119,6 +119,29 @@ def test_label_rates_are_the_shares_of_frames_on_and_the_mean_velocity(tiny_data
     assert ((heads[3] > 0) & (heads[3] < 1)).all() and pedal.shape == (3,) and (0 <= pedal).all()
 
 
+def test_excerpts_are_scored_with_the_estimate_s_own_pedal_as_real_recordings_are(tmp_path):
+    from keyscribe.data.build import LABEL_LAYOUT
+    from keyscribe.data.shards import Excerpt
+    from keyscribe.features import FeatureConfig
+    from keyscribe.labels import notes_to_rolls
+    from keyscribe.notes import PedalInterval
+    from keyscribe.train import evaluate_on_excerpts
+
+    rate = FeatureConfig().frame_rate
+    n_frames = int(3 * rate)
+    held = Performance((Note(0.2, 2.5, 60, 80),), (PedalInterval(0.1, 2.5),))  # released at 0.5 s, sustained
+    rolls = notes_to_rolls(held.notes, held.pedals, n_frames, rate)
+    labels = np.concatenate([getattr(rolls, name) for name in LABEL_LAYOUT] + [rolls.pedal[:, None]], axis=1)
+    np.save(tmp_path / "mel.npy", np.zeros((n_frames, 8), np.float16))
+    np.save(tmp_path / "labels.npy", labels)
+    excerpt = Excerpt("x", tmp_path / "mel.npy", tmp_path / "labels.npy", has_pedal=True)
+    played = (Note(0.2, 0.5, 60, 80),)
+    score = lambda pedals: evaluate_on_excerpts(lambda mel: Performance(played, pedals), [excerpt],
+                                                progress=False)["mean"]["note_offset/f1"]
+    assert score(held.pedals) == 1.0
+    assert score(()) == 0.0
+
+
 def test_two_training_steps_from_the_real_config_then_resume(tiny_dataset, tmp_path):
     model_config, train_config, decode = _configs(tiny_dataset, tmp_path / "run", max_steps=2)
     state = train(model_config, train_config, decode, progress=False)

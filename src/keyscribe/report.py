@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from keyscribe.audio import load_audio, loudness_gain
 from keyscribe.data.maps import maps_recordings
-from keyscribe.decode import DecodeConfig, decode_notes
+from keyscribe.decode import DecodeConfig, decode_notes, decode_pedals
 from keyscribe.errors import KeyscribeError
 from keyscribe.evaluate import (ERROR_TYPES, VELOCITY_BANDS, error_types, evaluate_performance, mean_scores,
                                  note_metrics, per_key_counts, recall_by_velocity, summarise_errors)
@@ -85,9 +85,12 @@ def tune_decoding(checkpoint: str | os.PathLike, excerpts: list, features: Featu
                   onset_grid=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                   frame_grid=(0.3, 0.4, 0.5, 0.6)) -> tuple[DecodeConfig, dict]:
     """Onset and frame thresholds maximising the mean of note F1 and note-with-offset F1 on synthetic
-    validation excerpts (never on the real test recordings). Returns the config and the grid's scores."""
+    validation excerpts (never on the real test recordings), each estimate lengthened by its own decoded
+    pedal as `evaluate_on_recordings` does. Returns the config and the grid's scores."""
     model = load_model(checkpoint)
-    cached = [(excerpt_reference(ex, features.frame_rate), probabilities(model, ex.mel)) for ex in excerpts]
+    cached = [(excerpt_reference(ex, features.frame_rate).with_sustain(), probabilities(model, ex.mel))
+              for ex in excerpts]
+    pedals = [tuple(decode_pedals(probs["pedal_frame"], features.frame_rate, DecodeConfig())) for _, probs in cached]
     grid = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mir_eval warns on empty note lists, which score 0 here
@@ -98,7 +101,7 @@ def tune_decoding(checkpoint: str | os.PathLike, excerpts: list, features: Featu
                 for i, (ref, probs) in enumerate(cached):
                     notes = decode_notes(probs["onset"], probs["frame"], probs["velocity"], features.frame_rate, decode)
                     # note metrics only: the objective needs nothing else, and frame metrics take 95% of the time
-                    files[str(i)] = note_metrics(ref, Performance(tuple(notes)))
+                    files[str(i)] = note_metrics(ref, Performance(tuple(notes), pedals[i]).with_sustain())
                 mean = mean_scores(files)
                 grid[(onset_t, frame_t)] = (mean["note/f1"] + mean["note_offset/f1"]) / 2
     best = max(grid, key=grid.get)

@@ -166,13 +166,14 @@ def decoding_transcriber(probabilities_of: Callable[[np.ndarray], dict], decode:
 def evaluate_on_excerpts(transcribe: Callable, excerpts: list[Excerpt], features: FeatureConfig = FeatureConfig(),
                          progress: bool = True, error_kinds: bool = False) -> dict:
     """`{"mean", "files"}` over rendered excerpts: references from their label rolls (already sustained),
-    estimates as `transcribe` decodes them; with `error_kinds` also `"error_types"`, `"onset_timing"` and
+    estimates as `transcribe` decodes them with their own pedal applied (as `report.evaluate_on_recordings`
+    scores ENSTDkAm, so what is tuned here is scored the same way there); with `error_kinds` also `"error_types"`, `"onset_timing"` and
     `"recall_by_velocity"` (left out of validation during training, which never reads them)."""
     files, errors, by_velocity = {}, [], []
     for ex in tqdm(excerpts, desc="validation", unit="excerpt", disable=not progress):
         estimate = transcribe(np.asarray(ex.mel, np.float32))
         reference = excerpt_reference(ex, features.frame_rate)
-        files[ex.id] = evaluate_performance(reference, estimate, pedal_extend=False)
+        files[ex.id] = evaluate_performance(reference, estimate)
         if error_kinds:
             errors.append(error_types(reference, estimate))
             by_velocity.append(recall_by_velocity(reference, estimate))
