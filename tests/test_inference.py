@@ -6,6 +6,7 @@ they check the machinery (export, stitching, streaming), not transcription accur
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -128,6 +129,18 @@ def test_onnxruntime_and_torch_agree(onnx_model, torch_model, audio_70s):
 def test_a_bad_model_is_a_one_line_model_error(tmp_path, make, message):
     with pytest.raises(ModelError, match=message) as error:
         inf.load_model(make(tmp_path), device="cpu")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("config_text, message", [
+    ('{"decode": {"onset_treshold": 0.6}}', "unknown \\[decode\\] keys: onset_treshold"),
+    ('{"decode": ', "cannot read the decode settings"),
+])
+def test_a_checkpoint_whose_run_config_is_bad_is_a_one_line_model_error(model_dir, tmp_path, config_text, message):
+    shutil.copy(model_dir / "best.pt", tmp_path / "best.pt")
+    (tmp_path / "config.json").write_text(config_text)
+    with pytest.raises(ModelError, match=message) as error:
+        inf.load_model(tmp_path / "best.pt", device="cpu")
     assert "\n" not in str(error.value)
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
+from keyscribe.config import from_table
 from keyscribe.decode import DecodeConfig
 from keyscribe.errors import KeyscribeError, ModelError
 from keyscribe.features import FeatureConfig, log_mel, mel_filterbank
@@ -363,15 +364,22 @@ def _read_checkpoint(path: Path):
     return payload, module.eval()
 
 
+def run_decode_config(checkpoint: str | os.PathLike) -> DecodeConfig:
+    """The [decode] settings that training saved beside a checkpoint in its run's config.json (defaults when
+    there is none). An unreadable file or an unknown key is a `ModelError`: a checkpoint must not be
+    decoded with thresholds other than its run's without saying so."""
+    path = Path(checkpoint).parent / "config.json"
+    if not path.is_file():
+        return DecodeConfig()
+    try:
+        return from_table(DecodeConfig, json.loads(path.read_text()).get("decode", {}), path, "decode")
+    except (OSError, ValueError, TypeError, AttributeError, KeyscribeError) as exc:
+        raise ModelError(f"cannot read the decode settings of {checkpoint} from {path}: {exc}") from None
+
+
 def checkpoint_info(path: Path, payload: dict | None = None, model_id: str | None = None) -> ModelInfo:
     """A ModelInfo for a training checkpoint: decode thresholds from the run's config.json if present."""
-    decode = DecodeConfig()
-    run_config = path.parent / "config.json"
-    if run_config.is_file():
-        try:
-            decode = _dataclass_from(DecodeConfig, json.loads(run_config.read_text()).get("decode", {}))
-        except (OSError, ValueError, TypeError):
-            pass
+    decode = run_decode_config(path)
     metrics: dict[str, Any] = {}
     model_config: dict = {}
     if payload is not None:

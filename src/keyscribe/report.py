@@ -21,11 +21,11 @@ from keyscribe.errors import KeyscribeError
 from keyscribe.evaluate import (ERROR_TYPES, VELOCITY_BANDS, error_types, evaluate_performance, mean_scores,
                                  note_metrics, per_key_counts, recall_by_velocity, summarise_errors)
 from keyscribe.features import FeatureConfig, log_mel
-from keyscribe.inference import INPUT_LOUDNESS_DBFS
+from keyscribe.inference import INPUT_LOUDNESS_DBFS, run_decode_config
 from keyscribe.midi import read_labels
 from keyscribe.notes import Performance
 from keyscribe.train import (decoding_transcriber, evaluate_on_excerpts, excerpt_reference, load_model,
-                             model_from_payload, model_transcriber, probabilities, run_decode_config)
+                             model_from_payload, model_transcriber, probabilities)
 
 
 def checkpoint_transcriber(checkpoint: str | os.PathLike, decode: DecodeConfig | None = None,

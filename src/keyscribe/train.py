@@ -213,13 +213,6 @@ def model_from_payload(payload: dict) -> Transcriber:
     return model.eval()
 
 
-def run_decode_config(checkpoint: str | os.PathLike) -> DecodeConfig:
-    """The [decode] settings saved beside a checkpoint in its run's config.json (defaults if absent)."""
-    path = Path(checkpoint).parent / "config.json"
-    raw = json.loads(path.read_text()).get("decode", {}) if path.is_file() else {}
-    return DecodeConfig(**raw)
-
-
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
