@@ -95,11 +95,19 @@ def test_bad_audio_is_a_one_line_audio_error(audio, message, onnx_model):  # noq
     assert "\n" not in str(error.value)
 
 
-def test_progress_is_reported_in_seconds_of_audio(recording, onnx_model):  # noqa: F811
+def test_progress_is_reported_in_seconds_of_audio_from_the_level_pass_on(recording, onnx_model):  # noqa: F811
+    from keyscribe.transcribe import LEVEL_PASS_SHARE
+
     seen = []
     keyscribe.transcribe(recording, model=onnx_model, progress=lambda done, total: seen.append((done, total)))
-    assert seen and seen[-1] == pytest.approx((12.0, 12.0), abs=0.05)
-    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    level = [d for d, _ in seen if d <= 12.0 * LEVEL_PASS_SHARE + 1e-6]  # reported while measuring the level
+    assert level and level[-1] == pytest.approx(12.0 * LEVEL_PASS_SHARE)
+    assert seen[-1] == pytest.approx((12.0, 12.0), abs=0.05)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 2
+    unlevelled = []
+    keyscribe.transcribe(recording, model=onnx_model, loudness_dbfs=None,
+                         progress=lambda done, total: unlevelled.append(done))
+    assert unlevelled[0] > 12.0 * LEVEL_PASS_SHARE and unlevelled[-1] == pytest.approx(12.0, abs=0.05)
 
 
 def test_no_model_and_no_shipped_model_is_a_model_error(recording, monkeypatch, tmp_path):

@@ -10,7 +10,6 @@ one-line message; anything else is logged with its traceback and retried.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -230,7 +229,7 @@ def _process(job: Job, progress: Progress) -> str:
     # transcribing
     t1 = time.monotonic()
     progress.set_stage(Job.TRANSCRIBING)
-    tr = _transcribe(path, progress, job.duration_s)
+    tr = _transcribe(path, progress)
     perf = tr.performance
     files: dict[str, str] = {}
     tr.to_midi(folder / f"{stem}.mid")
@@ -277,71 +276,24 @@ def _process(job: Job, progress: Progress) -> str:
     return warning
 
 
-def _transcribe(path: Path, progress: Progress, duration_s: float):
-    """keyscribe.transcribe.transcribe, with a progress callback when it takes one; otherwise the
-    progress bar advances on an estimate from the recording's length."""
+def _transcribe(path: Path, progress: Progress):
+    """keyscribe.transcribe.transcribe with the worker's model, its progress written to the job."""
     from keyscribe.transcribe import transcribe
 
-    kwargs = {"model": _model()}
-    params = inspect.signature(transcribe).parameters
-    callback_name = next((n for n in ("progress", "on_progress", "progress_callback") if n in params), None)
-    if callback_name:
-        kwargs[callback_name] = _progress_adapter(progress)
-        return transcribe(path, **kwargs)
-    # No callback: tick along an estimate (a few % of real time per second of audio) in a thread.
-    done = threading.Event()
-    expected_s = max(2.0, 0.3 * duration_s)
-
-    def tick() -> None:
-        start = time.monotonic()
-        while not done.wait(0.5):
-            elapsed = time.monotonic() - start
-            try:
-                progress.report(0.95 * (1 - pow(2.718, -elapsed / expected_s)))
-            except JobGone:
-                return
-            except Exception:
-                pass
-            finally:
-                close_old_connections()
-
-    ticker = threading.Thread(target=tick, daemon=True)
-    ticker.start()
-    try:
-        return transcribe(path, **kwargs)
-    finally:
-        done.set()
-        ticker.join(timeout=2)
-        if progress.lost:
-            raise JobGone(progress.job_id)
+    return transcribe(path, model=_model(), progress=lambda done_s, total_s: progress.report(done_s / total_s))
 
 
 _MODELS: dict = {}
 
 
 def _model():
-    """The transcription model, loaded once per worker process (None: transcribe loads its default)."""
-    try:
-        from keyscribe.inference import load_model
-    except ImportError:
-        return settings.MODEL
+    """The transcription model (settings.MODEL, or the shipped one), loaded once per worker process."""
+    from keyscribe.inference import load_model
+
     key = settings.MODEL or ""
     if key not in _MODELS:
         _MODELS[key] = load_model(settings.MODEL or None, device=settings.DEVICE)
     return _MODELS[key]
-
-
-def _progress_adapter(progress: Progress):
-    def callback(*args, **kwargs):
-        # accept callback(fraction) or callback(done, total)
-        if len(args) >= 2 and args[1]:
-            fraction = args[0] / args[1]
-        elif args:
-            fraction = args[0]
-        else:
-            fraction = kwargs.get("fraction", 0.0)
-        progress.report(fraction)
-    return callback
 
 
 def _write_view(perf, score_q: list, duration_s: float, path: Path) -> None:
