@@ -122,7 +122,11 @@ def test_upload_status_results(done_job):
         assert f"/jobs/{job_id}/files/{kind}" in html
     xml = b"".join(client.get(status["files"]["musicxml"]).streaming_content)
     assert b"<score-partwise" in xml and b"<note" in xml
+    pdf_path = Job.objects.get(pk=job_id).file_path("pdf")
+    assert not pdf_path.exists()  # engraved on the first download, not by the pipeline
     assert b"".join(client.get(status["files"]["pdf"]).streaming_content).startswith(b"%PDF")
+    assert pdf_path.is_file() and not list(pdf_path.parent.glob(".*.tmp"))
+    assert b"".join(client.get(status["files"]["pdf"]).streaming_content) == pdf_path.read_bytes()
     assert any(n["q"] is not None for n in view["notes"])  # notes mapped to score positions
 
 

@@ -254,7 +254,10 @@ def _process(job: Job, progress: Progress) -> str:
         try:
             score = performance_to_score(perf, title=job.stem.replace("_", " "))
             progress.report(0.5)
-            write_score(score, folder, stem, formats=("musicxml", "pdf"))
+            write_score(score, folder, stem, formats=("musicxml",))
+            # The PDF is made from the MusicXML on its first download (views.download): the page shows
+            # the score without it, and cairo's drawing of the pages was 25 of 56 s of this stage in a
+            # profile of a 4-minute piece (Chopin op. 10/3, 40 systems) on a busy machine.
             files["musicxml"], files["pdf"] = f"{stem}.musicxml", f"{stem}.pdf"
             beat_ql = float(score.metre.beat_ql)
             for q in score.qnotes:

@@ -171,6 +171,8 @@ def download(request, job_id: str, kind: str):
     if kind not in Job.FILES:
         raise Http404("no such file")
     path = job.file_path(kind)
+    if kind == "pdf" and path is not None and not path.is_file():
+        _engrave_pdf(job, path)
     if path is None or not path.is_file():
         raise Http404("this file is not available for this job")
     suffix, mime = Job.FILES[kind]
@@ -178,6 +180,20 @@ def download(request, job_id: str, kind: str):
                             content_type=mime)
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+def _engrave_pdf(job: Job, path) -> None:
+    """The job's PDF from its MusicXML (the pipeline leaves it to the first download)."""
+    from keyscribe.errors import ScoreError
+    from keyscribe.score import musicxml_to_pdf
+
+    musicxml = job.file_path("musicxml")
+    if musicxml is None or not musicxml.is_file():
+        return
+    try:
+        musicxml_to_pdf(musicxml, path)
+    except ScoreError:
+        log.warning("job %s: the PDF could not be engraved from its MusicXML", job.id)
 
 
 # ----------------------------------------------------------------------------------------- API
