@@ -24,6 +24,11 @@ from keyscribe.errors import ScoreError
 from keyscribe.notes import Note, Performance
 
 FPS = 50  # frames per second of every envelope / activation here
+# Compound metre (6/8, 9/8, 12/8) from where the onsets between beats fall, on the shipped tracker's beats:
+# chosen on the ASAP training pieces (`benchmarks/compound_rule.py`), where performed timing puts only
+# 0.2-0.9 of a compound piece's in-between onsets within 0.04 beat of a third.
+COMPOUND_MIN_THIRDS = 0.25
+COMPOUND_THIRDS_OVER_QUARTERS = 1.1
 MIN_PERIOD_S, MAX_PERIOD_S = 0.2, 2.0
 
 
@@ -284,21 +289,26 @@ def choose_metre(db_evidence: np.ndarray, candidates=(2, 3, 4), bias=None) -> tu
     return best
 
 
-def is_compound(notes, beats: np.ndarray) -> bool:
-    """True when onsets between beats fall mostly on thirds rather than halves/quarters of the beat."""
+def subdivision_shares(notes, beats: np.ndarray) -> tuple[float, float] | None:
+    """(near thirds, near quarters): the shares of the onsets between beats that lie within 0.04 beat of a
+    third / of a quarter (or half) of the beat; None with fewer than 8 onsets between beats."""
     if len(beats) < 4:
-        return False
-    on = np.array([x.onset_s for x in notes])
-    x = beat_positions(on, beats)
+        return None
+    x = beat_positions(np.array([n.onset_s for n in notes]), beats)
     frac = x - np.floor(x)
     frac = frac[(frac > 0.1) & (frac < 0.9)]
     if len(frac) < 8:
-        return False
-    err3 = np.abs(frac * 3 - np.round(frac * 3)) / 3
-    err4 = np.abs(frac * 4 - np.round(frac * 4)) / 4
-    near3 = np.mean(err3 < 0.04)
-    near2 = np.mean(np.abs(frac - 0.5) < 0.06)
-    return bool(near3 > 0.55 and near3 > 1.6 * near2 and np.mean(err3) < np.mean(err4))
+        return None
+    near3 = np.abs(frac * 3 - np.round(frac * 3)) / 3 < 0.04
+    near4 = np.abs(frac * 4 - np.round(frac * 4)) / 4 < 0.04
+    return float(near3.mean()), float(near4.mean())
+
+
+def is_compound(notes, beats: np.ndarray) -> bool:
+    """True when more onsets between beats fall on thirds of the beat than on its halves and quarters
+    (COMPOUND_THIRDS_OVER_QUARTERS times as many) and at least COMPOUND_MIN_THIRDS of them do."""
+    shares = subdivision_shares(notes, beats)
+    return shares is not None and shares[0] > COMPOUND_MIN_THIRDS and shares[0] > COMPOUND_THIRDS_OVER_QUARTERS * shares[1]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
