@@ -167,8 +167,9 @@ def evaluate_on_excerpts(transcribe: Callable, excerpts: list[Excerpt], features
                          progress: bool = True, error_kinds: bool = False) -> dict:
     """`{"mean", "files"}` over rendered excerpts: references from their label rolls (already sustained),
     estimates as `transcribe` decodes them with their own pedal applied (as `report.evaluate_on_recordings`
-    scores ENSTDkAm, so what is tuned here is scored the same way there); with `error_kinds` also `"error_types"`, `"onset_timing"` and
-    `"recall_by_velocity"` (left out of validation during training, which never reads them)."""
+    scores ENSTDkAm, so what is tuned here is scored the same way there); with `error_kinds` also
+    `"error_types"`, `"onset_timing"` and `"recall_by_velocity"` (left out of validation during training,
+    which never reads them)."""
     files, errors, by_velocity = {}, [], []
     for ex in tqdm(excerpts, desc="validation", unit="excerpt", disable=not progress):
         estimate = transcribe(np.asarray(ex.mel, np.float32))
