@@ -295,7 +295,12 @@ def test_ctrl_c_turned_into_another_error_by_a_library_still_stops_the_batch(tmp
 
     monkeypatch.setattr(tr.Transcription, "plot_pianoroll", interrupted_import)
     inputs = [tone_wav(tmp_path / f"{i}.wav") for i in range(2)]
-    code, _, err = run(["transcribe", *inputs, "-o", tmp_path / "out", "--model", model, "--formats", "midi,png"],
-                       capsys)
+    # Python's own Ctrl-C handler, as in a terminal (a shell starts background jobs with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, _, err = run(["transcribe", *inputs, "-o", tmp_path / "out", "--model", model, "--formats",
+                            "midi,png"], capsys)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 130 and "interrupted" in err
     assert len(calls) == 1 and list((tmp_path / "out").iterdir()) == []
