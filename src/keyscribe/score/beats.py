@@ -25,8 +25,8 @@ from keyscribe.notes import Note, Performance
 
 FPS = 50  # frames per second of every envelope / activation here
 # Compound metre (6/8, 9/8, 12/8) from where the onsets between beats fall, on the shipped tracker's beats:
-# chosen on the ASAP training pieces (`benchmarks/compound_rule.py`), where performed timing puts only
-# 0.2-0.9 of a compound piece's in-between onsets within 0.04 beat of a third.
+# chosen on the ASAP training pieces (`benchmarks/compound_rule.py`). Performed timing puts few onsets
+# within 0.04 beat of a third, so the rule compares thirds with quarters rather than asking for a majority.
 COMPOUND_MIN_THIRDS = 0.25
 COMPOUND_THIRDS_OVER_QUARTERS = 1.1
 MIN_PERIOD_S, MAX_PERIOD_S = 0.2, 2.0
