@@ -126,6 +126,7 @@ def test_upload_status_results(done_job):
     assert not pdf_path.exists()  # engraved on the first download, not by the pipeline
     assert b"".join(client.get(status["files"]["pdf"]).streaming_content).startswith(b"%PDF")
     assert pdf_path.is_file() and not list(pdf_path.parent.glob(".*.tmp"))
+    assert pdf_path.stat().st_mode & 0o777 == pdf_path.with_suffix(".musicxml").stat().st_mode & 0o777
     assert b"".join(client.get(status["files"]["pdf"]).streaming_content) == pdf_path.read_bytes()
     assert any(n["q"] is not None for n in view["notes"])  # notes mapped to score positions
 

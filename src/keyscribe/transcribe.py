@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from keyscribe import __version__
+from keyscribe.atomic import write_atomic
 from keyscribe.errors import AudioError, KeyscribeError
 from keyscribe.inference import (INPUT_LOUDNESS_DBFS, Model, WindowConfig, array_chunks, load_model,
                                  transcribe_chunks)
@@ -66,7 +67,7 @@ class Transcription:
         """A one-track piano MIDI file with velocities and the sustain pedal (CC64)."""
         from keyscribe.midi import write_midi
 
-        return _write_atomic(path, lambda tmp: write_midi(self.performance, tmp))
+        return write_atomic(path, lambda tmp: write_midi(self.performance, tmp))
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """One row per note: onset_s, offset_s, pitch (MIDI), name, velocity."""
@@ -91,7 +92,7 @@ class Transcription:
 
     def plot_pianoroll(self, path: str | os.PathLike, *, title: str | None = None) -> Path:
         """A piano-roll PNG: notes as bars (darker = louder) over time, the sustain pedal shaded below."""
-        return _write_atomic(path, lambda tmp: _plot_pianoroll(self, tmp, title))
+        return write_atomic(path, lambda tmp: _plot_pianoroll(self, tmp, title))
 
     def __repr__(self) -> str:
         return (f"Transcription({len(self.notes)} notes, {len(self.pedals)} pedal intervals, "
@@ -205,38 +206,8 @@ def _chords(notes: Sequence[Note], window_s: float) -> list[tuple[float, list[No
 # Atomic writing
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp makes them private
-
-
-def _temp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(name, _FILE_MODE)
-    return Path(name)
-
-
-def _write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """Run `write(tmp)` on a temporary file beside `path`, then rename it to `path`; on any error the
-    temporary file is removed and `path` is left as it was."""
-    path = Path(path)
-    tmp = _temp_path(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    return _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def output_paths(out_dir: str | os.PathLike, stem: str, formats: Sequence[str]) -> list[Path]:

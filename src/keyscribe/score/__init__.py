@@ -98,22 +98,11 @@ def write_score(score: Score, out_dir: str | Path, stem: str,
 def musicxml_to_pdf(musicxml: str | Path, pdf: str | Path) -> Path:
     """Engrave a MusicXML file (as `write_score` writes) to a PDF, atomically: an interrupted or failed
     engraving leaves no file at `pdf`. Raises `ScoreError` when verovio cannot read the MusicXML."""
-    import os
-    import tempfile
-
+    from keyscribe.atomic import write_atomic
     from keyscribe.score import engrave
 
-    pdf = Path(pdf)
     pages = engrave.render_svg_pages(Path(musicxml).read_text(encoding="utf-8"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{pdf.name}.", suffix=".tmp", dir=pdf.parent)
-    os.close(fd)
-    try:
-        engrave.svgs_to_pdf(pages, Path(tmp))
-        os.replace(tmp, pdf)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return pdf
+    return write_atomic(pdf, lambda tmp: engrave.svgs_to_pdf(pages, tmp))
 
 
 __all__ = ["Score", "performance_to_score", "write_score", "musicxml_to_pdf", "FORMATS"]
