@@ -21,6 +21,7 @@ from keyscribe.data.shards import label_rates, load_split, random_batch
 from keyscribe.errors import KeyscribeError
 from keyscribe.midi import read_midi, write_tsv
 from keyscribe.notes import Note, Performance
+from keyscribe.model import ModelConfig
 from keyscribe.train import TrainConfig, learning_rate_at, load_configs, load_model, train, validate
 
 CONFIG = Path(__file__).resolve().parents[1] / "src" / "keyscribe" / "configs" / "crgcn.toml"
@@ -300,4 +301,23 @@ def test_every_training_config_loads_and_builds_its_model(name):
     model_config, train_config, _ = load_configs(CONFIG.with_name(f"{name}.toml"))
     assert model_config.variant in name and 0 < train_config.anneal_from
     assert train_config.anneal_from + train_config.anneal_steps <= train_config.max_steps  # the anneal finishes
-    assert Transcriber(model_config)(torch.zeros(1, 8, model_config.n_mels))["onset"].shape == (1, 8, 88)
+    model = Transcriber(model_config)
+    assert model(torch.zeros(1, 8, model_config.n_mels))["onset"].shape == (1, 8, 88)
+    if train_config.init_from:  # the exported model it starts from exists and fits
+        from keyscribe.warm_start import warm_start
+        assert warm_start(model, CONFIG.parents[3] / train_config.init_from)
+
+
+def test_a_run_warm_started_from_the_shipped_model_starts_as_it_with_frozen_batch_norms(tiny_dataset, tmp_path):
+    from keyscribe.inference import default_model_path, load_model as load_runtime
+    shipped = default_model_path()
+    model_config = ModelConfig.from_dict(json.loads(shipped.with_suffix(".json").read_text())["model_config"])
+    _, train_config, decode = _configs(tiny_dataset, tmp_path / "run", max_steps=1, learning_rate=0.0,
+                                       init_from=str(shipped))
+    train(replace(model_config, variant="cnn_rnn_mlp"), train_config, decode, progress=False)
+    # a zero learning rate leaves the weights; batch norms left in training mode would have moved their statistics
+    mel = np.random.default_rng(1).normal(-5.0, 2.0, (200, model_config.n_mels)).astype(np.float32)
+    run_probs = load_runtime(tmp_path / "run" / "latest.pt").probabilities(mel)
+    shipped_probs = load_runtime(shipped).probabilities(mel)
+    for name in ("onset", "frame", "offset"):
+        np.testing.assert_allclose(run_probs[name], shipped_probs[name], atol=1e-5)

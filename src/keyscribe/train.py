@@ -34,6 +34,7 @@ from keyscribe.features import FeatureConfig
 from keyscribe.labels import roll_to_pedals, rolls_to_notes
 from keyscribe.model import HEADS, ModelConfig, Transcriber, count_parameters, init_biases_at_priors
 from keyscribe.notes import N_KEYS, Performance
+from keyscribe.warm_start import freeze_batch_norm, warm_start
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class TrainConfig:
     reload_every: int = 500  # steps between re-reading the manifests, to pick up excerpts a running build adds
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # An exported model (.onnx) whose weights start a new run (`warm_start`); its batch norms, folded into
+    # the convolutions on export, then stay frozen for the whole run.
+    init_from: str = ""
 
 
 def load_configs(path: str | os.PathLike) -> tuple[ModelConfig, TrainConfig, DecodeConfig]:
@@ -242,6 +246,8 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
         payload = None
         model = Transcriber(model_config, cooccurrence_from_excerpts(train_set))
         init_biases_at_priors(model, *label_rates(train_set))
+        if config.init_from:
+            warm_start(model, config.init_from)
     ema = _moving_average(model, config.ema_decay, payload)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     state = {"step": 0, "best_note_f1": -1.0, "stale": 0, "train_seconds": 0.0}
@@ -263,6 +269,8 @@ def train(model_config: ModelConfig, config: TrainConfig, decode: DecodeConfig, 
             if len(val_set) < config.validation_excerpts:
                 val_set = _validation_excerpts(config)
         net.train()
+        if config.init_from:
+            freeze_batch_norm(model)
         optimizer.zero_grad(set_to_none=True)
         step_losses: dict[str, float] = {}
         for _ in range(config.grad_accumulation):

@@ -1,0 +1,71 @@
+"""Warm-starting a model from the shipped ONNX export: the rebuilt torch model computes what onnxruntime does."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from keyscribe.errors import ModelError
+from keyscribe.inference import default_model_path
+from keyscribe.model import ModelConfig, Transcriber
+from keyscribe.warm_start import freeze_batch_norm, warm_start
+
+SHIPPED = default_model_path()
+
+
+def shipped_config(**changes) -> ModelConfig:
+    config = ModelConfig.from_dict(json.loads(SHIPPED.with_suffix(".json").read_text())["model_config"])
+    return replace(config, **changes)
+
+
+def onnx_probabilities(mel: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(SHIPPED), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"mel": mel})))
+
+
+@pytest.fixture(scope="module")
+def mel():
+    return np.random.default_rng(0).normal(-5.0, 2.0, (2, 300, shipped_config().n_mels)).astype(np.float32)
+
+
+@pytest.mark.parametrize("variant", ["cnn_rnn", "cnn_rnn_mlp"])
+def test_a_model_with_linear_heads_starts_as_the_shipped_model(variant, mel):
+    model = Transcriber(shipped_config(variant=variant))
+    filled = warm_start(model, SHIPPED)
+    assert any(name.startswith("front.rnn.") for name in filled) and any(".linear." in name for name in filled)
+    with torch.no_grad():
+        out = model.eval()(torch.from_numpy(mel))
+    expected = onnx_probabilities(mel)
+    for name in ("onset", "offset", "frame", "pedal"):
+        np.testing.assert_allclose(torch.sigmoid(out[name]).numpy(), expected[name], atol=1e-5)
+
+
+def test_a_gcn_model_takes_the_front_end_and_pedal_but_keeps_its_own_classifiers(mel):
+    model = Transcriber(shipped_config(variant="crgcn"))
+    before = {k: v.clone() for k, v in model.heads.state_dict().items()}
+    filled = warm_start(model, SHIPPED)
+    assert not any(name.startswith("heads.") for name in filled)
+    assert all(torch.equal(before[k], v) for k, v in model.heads.state_dict().items())
+    with torch.no_grad():
+        pedal = torch.sigmoid(model.eval()(torch.from_numpy(mel))["pedal"]).numpy()
+    np.testing.assert_allclose(pedal, onnx_probabilities(mel)["pedal"], atol=1e-5)
+
+
+def test_a_front_end_of_another_size_is_a_one_line_error():
+    with pytest.raises(ModelError, match="does not fit") as info:
+        warm_start(Transcriber(shipped_config(lstm_hidden=64)), SHIPPED)
+    assert "\n" not in str(info.value)
+
+
+def test_frozen_batch_norms_keep_their_statistics_in_training(mel):
+    model = Transcriber(shipped_config())
+    warm_start(model, SHIPPED)
+    model.train()
+    freeze_batch_norm(model)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_var.clone() for m in norms]
+    model(torch.from_numpy(mel)).get("onset").sum().backward()
+    assert all(torch.equal(b, m.running_var) for b, m in zip(before, norms))
+    assert model.front.rnn.training  # only the batch norms left training mode
