@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -162,5 +163,8 @@ def test_cli_evaluate_model_scores_the_shipped_model_on_a_labelled_recording(tmp
     assert result.returncode == 0, result.stderr
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["mean"]["note/f1"] > 0.9  # the shipped model on its own demo recording
+    made_by = scores["provenance"]  # which code and options made these figures
+    assert made_by["options"]["data"] == str(tmp_path) and made_by["options"]["checkpoint"] is None
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", made_by["commit"])  # the tests run from a git checkout
     found, total = scores["recall_by_velocity"]
     assert sum(total) == len(reference.notes) and "note-onset recall by reference velocity" in result.stdout

@@ -32,8 +32,29 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     result = evaluate.evaluate_folders(args.ref, args.est, pedal_extend=not args.no_pedal_extend)
     print(evaluate.format_table(result))
     if args.json:
-        evaluate.write_json(result, args.json)
+        evaluate.write_json(_with_provenance(result, args), args.json)
     return 0
+
+
+def _with_provenance(result: dict, args: argparse.Namespace) -> dict:
+    """`result` with what made it: the command's options, keyscribe's version and, from a git checkout, the
+    commit (marked dirty when the package's files differ from it), so a stale JSON can be told from a fresh one."""
+    import subprocess
+    from pathlib import Path
+
+    import keyscribe
+    package = Path(keyscribe.__file__).parent
+    def git(*command: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(package), *command], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    commit = git("rev-parse", "HEAD")
+    if commit and git("status", "--porcelain", "--untracked-files=no", "--", "."):
+        commit += "+dirty"
+    return {**result, "provenance": {"options": {k: v for k, v in vars(args).items() if k != "run"},
+                                     "version": keyscribe.__version__,
+                                     "commit": commit or None}}
 
 
 def _add_stats(sub: argparse._SubParsersAction) -> None:
@@ -105,7 +126,7 @@ def _run_score_eval(args: argparse.Namespace) -> int:
                                           limit=args.limit, hear=hear)
     print(score_evaluate.format_summary(result))
     if args.json:
-        score_evaluate.write_json(result, args.json)
+        score_evaluate.write_json(_with_provenance(result, args), args.json)
     return 0
 
 
@@ -161,7 +182,7 @@ def _run_evaluate_model(args: argparse.Namespace) -> int:
     print(evaluate.format_velocity_recall(result["recall_by_velocity"]))
     print(f"{result['audio_seconds']:.0f} s of audio in {result['seconds']:.1f} s of model + decoding time")
     if args.json:
-        evaluate.write_json(result, args.json)
+        evaluate.write_json(_with_provenance(result, args), args.json)
     return 0
 
 
