@@ -137,3 +137,16 @@ def test_the_frame_stack_reads_onsets_without_training_them():
         before = model(mel)["frame"].clone()
         model.heads.linear.bias.view(len(HEADS), 88)[HEADS.index("onset")] += 5.0
         assert not torch.allclose(model(mel)["frame"], before)
+
+
+def test_the_pair_mlp_is_the_mean_over_each_key_s_partners_of_an_mlp_on_the_pair():
+    heads = Transcriber(ModelConfig(variant="cnn_rnn_mlp"), _cooccurrence()).heads
+    with torch.no_grad():
+        for p in heads.pair_mlp.parameters():  # random weights of a useful size, so a wrong formula shows
+            p.normal_(0.0, 0.3)
+        features = torch.randn(2, 5, heads.base.linear.in_features)
+        keys = heads.key_features(features).unflatten(-1, (88, heads.m))
+        partners = keys[:, :, heads.neighbours]  # (B, T, 88, K, m), the definition spelt out
+        pairs = torch.cat([keys.unsqueeze(3).expand_as(partners), partners], dim=-1)
+        expected = heads.base(features) + heads.pair_mlp(pairs).mean(dim=3).transpose(2, 3)
+        torch.testing.assert_close(heads(features), expected, atol=1e-5, rtol=1e-5)
