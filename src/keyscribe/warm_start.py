@@ -6,17 +6,16 @@ and the linear heads as plain tensors, with each batch norm folded into the conv
 rebuilt front end therefore gets identity batch norms, which training must keep in eval mode
 (`freeze_batch_norm`): batch statistics would renormalise the folded convolutions' outputs.
 
-What is taken: the front end and the pedal head always; the onset/offset/frame/velocity heads when the
-exported model is a `cnn_rnn` (its heads are one linear map) and the new model has linear heads (`cnn_rnn`,
-or `cnn_rnn_mlp`, whose pair MLP then starts at zero so the new model starts as the exported one).
+What is taken: the front end and the pedal head always; of the onset/offset/frame/velocity heads, what
+both models have: linear heads between `cnn_rnn` and `cnn_rnn_mlp` (a `cnn_rnn_mlp` started from a `cnn_rnn`
+gets its pair MLP's last layer at zero, so it starts as the exported model), and all of a `cnn_rnn_mlp`'s
+heads into another. A `crgcn` export's classifiers are folded into one constant and are not taken.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,37 +27,50 @@ _ONNX_TO_TORCH_GATES = [0, 2, 3, 1]
 
 
 def exported_state_dict(onnx_path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The weights of an exported model, named as in a `cnn_rnn` Transcriber's state dict: `front.*`
-    (batch norms as identities), `pedal.*` and, for an exported `cnn_rnn`, `heads.linear.*`."""
+    """The weights of an exported model, named as in its Transcriber's state dict: `front.*` (batch norms as
+    identities), `pedal.*`, and the heads that are plain tensors in the graph (a `cnn_rnn`'s linear heads,
+    a `cnn_rnn_mlp`'s base heads, key features, pair MLP and neighbours; not a `crgcn`'s, whose classifiers
+    the export folds into one constant)."""
     import onnx
     from onnx import numpy_helper
 
     path = Path(onnx_path)
     try:
         graph = onnx.load(str(path)).graph
-        variant = json.loads(path.with_suffix(".json").read_text())["model_config"]["variant"]
-    except Exception as exc:  # onnx and json raise many types for unreadable files
+    except Exception as exc:  # onnx raises many types for unreadable files
         raise ModelError(f"{path.name}: not an exported keyscribe model ({exc})") from None
     tensors = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
-    nodes = list(graph.node)
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
     state: dict[str, torch.Tensor] = {}
-    convs = [n for n in nodes if n.op_type == "Conv"]
-    for i, node in enumerate(convs):
+    for i, node in enumerate(n for n in graph.node if n.op_type == "Conv"):
         state |= _conv_with_identity_norm(i, tensors[node.input[1]], tensors[node.input[2]])
-    for node in nodes:
+    for node in graph.node:
         if node.op_type == "MatMul" and node.input[1] in tensors:
-            weight = tensors[node.input[1]].T.contiguous()
-            name = {"front.project.0": weight.shape[0] == tensors["model.front.project.0.bias"].numel(),
-                    "pedal": weight.shape[0] == tensors["model.pedal.bias"].numel(),
-                    "heads.linear": variant == "cnn_rnn" and "model.heads.linear.bias" in tensors
-                    and weight.shape[0] == tensors["model.heads.linear.bias"].numel()}
-            for prefix, match in name.items():
-                if match:
-                    state[f"{prefix}.weight"] = weight
-                    state[f"{prefix}.bias"] = tensors[f"model.{prefix}.bias"]
-    (lstm,) = [n for n in nodes if n.op_type == "LSTM"]
-    state |= _lstm(*(tensors[name] for name in lstm.input[1:4]))
-    return state
+            state |= _linear(tensors, tensors[node.input[1]].T.contiguous(), readers.get(node.output[0], []))
+    if "heads.pair_mlp.partner" in state:  # the first layer reads [key, partner]: join its two halves
+        state["heads.pair_mlp.0.weight"] = torch.cat([state["heads.pair_mlp.0.weight"],
+                                                      state.pop("heads.pair_mlp.partner")], dim=1)
+    lstms = [n for n in graph.node if n.op_type == "LSTM"]
+    if len(lstms) != 1:
+        raise ModelError(f"{path.name}: not an exported keyscribe model (expected one LSTM, found {len(lstms)})")
+    return state | _lstm(*(tensors[name] for name in lstms[0].input[1:4]))
+
+
+def _linear(tensors: dict, weight: torch.Tensor, readers: list) -> dict[str, torch.Tensor]:
+    """A linear layer from its MatMul: named by the parameter its bias Add reads (torch's export keeps those
+    names); a MatMul read by Gathers instead is the pair MLP's partner half, gathered once per neighbour."""
+    biases = [name for node in readers if node.op_type == "Add" for name in node.input
+              if name.startswith("model.") and name.endswith(".bias") and name in tensors]
+    if biases:
+        prefix = biases[0][len("model."):-len(".bias")]
+        return {f"{prefix}.weight": weight, f"{prefix}.bias": tensors[biases[0]]}
+    if readers and all(node.op_type == "Gather" for node in readers):
+        return {"heads.pair_mlp.partner": weight,
+                "heads.neighbours": torch.stack([tensors[node.input[1]] for node in readers], dim=1)}
+    return {}
 
 
 def _conv_with_identity_norm(i: int, weight: torch.Tensor, bias: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -88,29 +100,30 @@ def _lstm(w: torch.Tensor, r: torch.Tensor, b: torch.Tensor) -> dict[str, torch.
 
 def warm_start(model: Transcriber, onnx_path: str | os.PathLike) -> list[str]:
     """Copy an exported model's weights into `model` (see the module docstring); returns the names
-    filled. A front end of another shape is a `ModelError`."""
+    filled. A front end of another shape is a `ModelError`; heads that do not fit `model` are left out."""
     state = _renamed_for(model, exported_state_dict(onnx_path))
     own = model.state_dict()
-    wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    wrong = [k for k in state if k not in fits and not k.startswith("heads.")]
     if wrong:
         raise ModelError(f"{Path(onnx_path).name}: its front end does not fit this model's config "
                          f"(first mismatch: {wrong[0]})")
     with torch.no_grad():
-        for name, value in state.items():
+        for name, value in fits.items():
             own[name].copy_(value)
-        if model.config.variant == "cnn_rnn_mlp" and "heads.base.linear.weight" in state:
-            last = model.heads.pair_mlp[-1]
+        if model.config.variant == "cnn_rnn_mlp" and "heads.pair_mlp.2.weight" not in fits:
+            last = model.heads.pair_mlp[-1]  # a new pair MLP adds nothing at first: the model starts as the export
             last.weight.zero_()
             last.bias.zero_()
-    return sorted(state)
+    return sorted(fits)
 
 
 def _renamed_for(model: Transcriber, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the placeholder conv/norm names to `model.front.cnn`'s indices and the linear heads to where
-    `model` has them (dropped when it has none)."""
+    """Map the placeholder conv/norm names to `model.front.cnn`'s indices, and linear heads between a
+    `cnn_rnn` (`heads.linear`) and a `cnn_rnn_mlp` (`heads.base.linear`)."""
     layers = [(name, m) for name, m in model.front.cnn.named_children() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
     index = {f"{i // 2}.{'conv' if isinstance(m, nn.Conv2d) else 'norm'}": name for i, (name, m) in enumerate(layers)}
-    heads = {"cnn_rnn": "heads.linear", "cnn_rnn_mlp": "heads.base.linear"}.get(model.config.variant)
+    heads = "heads.base.linear." if model.config.variant == "cnn_rnn_mlp" else "heads.linear."
     renamed = {}
     for key, value in state.items():
         if key.startswith("front.cnn."):
@@ -118,10 +131,9 @@ def _renamed_for(model: Transcriber, state: dict[str, torch.Tensor]) -> dict[str
             if f"{layer}.{kind}" not in index:
                 raise ModelError(f"the exported model has more convolutions than this model ({model.config.conv_channels})")
             key = f"front.cnn.{index[f'{layer}.{kind}']}.{param}"
-        elif key.startswith("heads.linear."):
-            if heads is None:
-                continue
-            key = key.replace("heads.linear", heads)
+        for linear in ("heads.linear.", "heads.base.linear."):
+            if key.startswith(linear):
+                key = heads + key[len(linear):]
         renamed[key] = value
     return renamed
 
