@@ -551,11 +551,9 @@ def make_tool(name: str, *, keyscribe_model: Path | None = None, quiet: bool = F
 
 
 def _keyscribe_version() -> str:
-    from importlib.metadata import version
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src"],
-                           capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    return f"{version('keyscribe')} ({rev}{'+dirty' if dirty else ''})"
+    import keyscribe
+    from keyscribe.provenance import source_commit
+    return f"{keyscribe.__version__} ({source_commit() or 'not a git checkout'})"
 
 
 def child_env(n_threads: int) -> dict:

@@ -38,23 +38,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def _with_provenance(result: dict, args: argparse.Namespace) -> dict:
     """`result` with what made it: the command's options, keyscribe's version and, from a git checkout, the
-    commit (marked dirty when the package's files differ from it), so a stale JSON can be told from a fresh one."""
-    import subprocess
-    from pathlib import Path
-
+    commit (`keyscribe.provenance.source_commit`)."""
     import keyscribe
-    package = Path(keyscribe.__file__).parent
-    def git(*command: str) -> str:
-        try:
-            return subprocess.run(["git", "-C", str(package), *command], capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    commit = git("rev-parse", "HEAD")
-    if commit and git("status", "--porcelain", "--untracked-files=no", "--", "."):
-        commit += "+dirty"
+    from keyscribe.provenance import source_commit
     return {**result, "provenance": {"options": {k: v for k, v in vars(args).items() if k != "run"},
-                                     "version": keyscribe.__version__,
-                                     "commit": commit or None}}
+                                     "version": keyscribe.__version__, "commit": source_commit()}}
 
 
 def _add_stats(sub: argparse._SubParsersAction) -> None:
