@@ -381,6 +381,26 @@ def test_joint_bar_decoder_finds_the_bar_length_and_its_downbeats():
     assert np.array_equal(beats.dbn_beats(beat_act, transition_lambda=30, observation_lambda=32), bt)
 
 
+
+
+def test_downbeat_evidence_relative_to_its_reference_rate_picks_the_bar_length():
+    """A 2-beat bar whose downbeats the network marks only as likelier than other beats (0.3 against 0.08, as a
+    network calibrated to how rare downbeats are does): read against 0.5 every downbeat costs, so the 4-beat
+    bar wins; read against the rate of frames without onsets (0.25) the 2-beat bar wins."""
+    n = 50 * 40
+    beat_act = np.full(n, 1 / 64)
+    down_act = np.full(n, 0.25)
+    for i, frame in enumerate(range(10, n, 25)):
+        beat_act[frame] = 0.8
+        down_act[frame] = 0.3 if i % 2 == 0 else 0.08
+
+    def best_length(reference):
+        fits = {m: beats.dbn_bars(beat_act, down_act, m, transition_lambda=30, observation_lambda=32,
+                                  downbeat_weight=1.5, downbeat_reference=reference) for m in (2, 3, 4)}
+        return max(fits, key=lambda m: fits[m][2])
+
+    assert best_length(0.5) == 4
+    assert best_length(0.25) == 2
 def test_note_labels_mark_onsets_near_the_annotated_times():
     from keyscribe.score.train_notenet import note_labels
 

@@ -169,7 +169,8 @@ def dbn_beats(act: np.ndarray, fps: int = FPS, min_bpm: float = 30.0, max_bpm: f
 
 def dbn_bars(beat_act: np.ndarray, downbeat_act: np.ndarray | None, beats_per_bar: int, fps: int = FPS,
              min_bpm: float = 30.0, max_bpm: float = 300.0, transition_lambda: float = 100.0,
-             observation_lambda: int = 16, downbeat_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+             observation_lambda: int = 16, downbeat_weight: float = 1.0, downbeat_reference: float = 0.5
+             ) -> tuple[np.ndarray, np.ndarray, float]:
     """(beat times (s), downbeat flag per beat, log-likelihood) of a bar-pointer HMM over beats and
     downbeats at once, as madmom's downbeat tracker (Böck et al., 2016).
 
@@ -179,7 +180,10 @@ def dbn_bars(beat_act: np.ndarray, downbeat_act: np.ndarray | None, beats_per_ba
     the rest its complement shared among the other frames. The downbeat activation (probabilities, or None)
     adds `downbeat_weight` x its log to the first beat of the bar and x the log of its complement
     everywhere else, so the downbeats can move the beats and the likelihoods of different bar lengths
-    compare."""
+    compare. Both are taken relative to `downbeat_reference` (log p / ref, log (1 - p) / (1 - ref)): at 0.5 a
+    bar length gains from a downbeat only where p > 0.5, so a network whose downbeat probabilities are
+    calibrated to the rarity of downbeats among notes (mostly below 0.5 even on true downbeats) makes the
+    longest bar win; at the probability it gives frames without onsets, a frame without evidence is neutral."""
     pb = np.clip(np.asarray(beat_act, float), 1e-6, 1 - 1e-6)
     n, m = len(pb), beats_per_bar
     taus = np.arange(max(2, int(np.floor(60.0 * fps / max_bpm))), int(np.ceil(60.0 * fps / min_bpm)) + 1)
@@ -199,7 +203,8 @@ def dbn_bars(beat_act: np.ndarray, downbeat_act: np.ndarray | None, beats_per_ba
         down = np.zeros((n, 2))
     else:
         pd = np.clip(np.asarray(downbeat_act, float), 1e-6, 1 - 1e-6)
-        down = downbeat_weight * np.stack([np.log(1 - pd), np.log(pd)], axis=1)  # (not a downbeat, downbeat)
+        ref = downbeat_reference
+        down = downbeat_weight * np.stack([np.log((1 - pd) / (1 - ref)), np.log(pd / ref)], axis=1)  # (not, is)
     emission = np.stack([np.log((1 - pb) / (observation_lambda - 1)) + down[:, 0], np.log(pb) + down[:, 0],
                          np.log(pb) + down[:, 1]], axis=1)
     v = emission[0][kind] - np.log(len(kind))
