@@ -6,7 +6,7 @@ or 4 beats) and the downbeats: its downbeat probabilities taken relative to a re
     .venv/bin/python benchmarks/bar_length.py [--asap DIR] [--json FILE] [--limit N]
 
 The same performances as `compound_rule.py`: one per ASAP training piece, up to 4 per validation piece,
-never the held-out pieces. Each is decoded for every bar length and reference (`beats.dbn_bars` on the shipped
+never the held-out pieces. Each is decoded for every bar length and reference (`notenet.decode_bars` on the shipped
 note networks' activations, as `notenet.estimate_metre_notes`; ~3 s per performance and reference on one
 core) and the most likely bar length is kept, as the tracker does. Scored: bar length right (against
 `Annotations.beats_per_bar`), beat and downbeat F1 (mir_eval, 70 ms), mean over pieces. The reference is chosen
@@ -29,7 +29,7 @@ import numpy as np
 from compound_rule import performances
 from tqdm import tqdm
 
-from keyscribe.score import asap, beats, notenet
+from keyscribe.score import asap, notenet
 from keyscribe.score.io import load_performance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,19 +41,11 @@ def decode(entry, sessions) -> dict:
     """Log-likelihood, beat and downbeat F1 of each bar length and reference, for one performance."""
     perf, ann = load_performance(entry.performance), asap.read_annotations(entry.annotations)
     notes = notenet.sorted_notes(perf)
-    probs = notenet.both_probabilities(sessions[0], notes, sessions[1])
-    n_frames = notenet.n_frames_of(notes)
-    beat_act = notenet.onset_activation(notes, probs[0], n_frames, notenet.NO_ONSET_ACTIVATION)
-    downbeat_act = notenet.onset_activation(notes, probs[1], n_frames, notenet.DOWNBEAT_PRIOR)
-    row = {"piece": f"{entry.composer}/{entry.title}", "ref": ann.beats_per_bar, "frames": n_frames, "fits": {}}
+    beat_act, downbeat_act = notenet.bar_activations(sessions[0], notes, sessions[1])
+    row = {"piece": f"{entry.composer}/{entry.title}", "ref": ann.beats_per_bar, "frames": len(beat_act), "fits": {}}
     for reference in REFERENCES:
         for m in notenet.BEATS_PER_BAR:
-            bt, is_db, ll = beats.dbn_bars(beat_act, downbeat_act, m, notenet.FPS,
-                                           transition_lambda=notenet.TRANSITION_LAMBDA,
-                                           observation_lambda=notenet.OBSERVATION_LAMBDA,
-                                           downbeat_weight=notenet.DOWNBEAT_WEIGHT, downbeat_reference=reference)
-            kept = np.isin(bt, beats._trim_to_notes(bt, notes, 0.0))
-            bt, is_db = beats.snap_to_onsets(bt[kept], notes, 0.06), is_db[kept]
+            bt, is_db, ll = notenet.decode_bars(notes, beat_act, downbeat_act, m, downbeat_reference=reference)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 row["fits"][f"{reference} {m}"] = {

@@ -148,6 +148,28 @@ def tracked_beats(session, notes, downbeat_session=None) -> tuple[np.ndarray, np
     return B.snap_to_onsets(B._trim_to_notes(bt, notes, 0.0), notes, 0.06), act, probs
 
 
+def bar_activations(session, notes, downbeat_session=None) -> tuple[np.ndarray, np.ndarray]:
+    """(beat, downbeat) activations at FPS of sorted `notes` for the bar-pointer HMM: the networks'
+    probabilities on onset frames, a low beat rate and the downbeat prior elsewhere."""
+    probs = both_probabilities(session, notes, downbeat_session)
+    n_frames = n_frames_of(notes)
+    return (onset_activation(notes, probs[0], n_frames, NO_ONSET_ACTIVATION),
+            onset_activation(notes, probs[1], n_frames, DOWNBEAT_PRIOR))
+
+
+def decode_bars(notes, beat_act: np.ndarray, downbeat_act: np.ndarray, beats_per_bar: int,
+                downbeat_reference: float = 0.5) -> tuple[np.ndarray, np.ndarray, float]:
+    """(beats (s), downbeat flag per beat, log-likelihood) of bars of `beats_per_bar` beats, with the beats
+    trimmed to the notes and snapped to onsets."""
+    from keyscribe.score import beats as B
+
+    bt, is_downbeat, ll = B.dbn_bars(beat_act, downbeat_act, beats_per_bar, FPS,
+                                     transition_lambda=TRANSITION_LAMBDA, observation_lambda=OBSERVATION_LAMBDA,
+                                     downbeat_weight=DOWNBEAT_WEIGHT, downbeat_reference=downbeat_reference)
+    kept = np.isin(bt, B._trim_to_notes(bt, notes, 0.0))
+    return B.snap_to_onsets(bt[kept], notes, 0.06), is_downbeat[kept], ll
+
+
 def estimate_metre_notes(session, perf: Performance, downbeat_session=None):
     """Beats, downbeats and metre from the note network's probabilities (beats from `session`, downbeats from
     `downbeat_session`, default the same network), decoded together by the bar-pointer HMM for 2, 3 and 4
@@ -155,17 +177,10 @@ def estimate_metre_notes(session, perf: Performance, downbeat_session=None):
     from keyscribe.score import beats as B
 
     notes = sorted_notes(perf)
-    probs = both_probabilities(session, notes, downbeat_session)
-    n_frames = n_frames_of(notes)
-    beat_act = onset_activation(notes, probs[0], n_frames, NO_ONSET_ACTIVATION)
-    downbeat_act = onset_activation(notes, probs[1], n_frames, DOWNBEAT_PRIOR)
-    decoded = [B.dbn_bars(beat_act, downbeat_act, m, FPS, transition_lambda=TRANSITION_LAMBDA,
-                          observation_lambda=OBSERVATION_LAMBDA, downbeat_weight=DOWNBEAT_WEIGHT)
-               for m in BEATS_PER_BAR]
+    beat_act, downbeat_act = bar_activations(session, notes, downbeat_session)
+    decoded = [decode_bars(notes, beat_act, downbeat_act, m) for m in BEATS_PER_BAR]
     best = int(np.argmax([ll for _, _, ll in decoded]))
     bt, is_downbeat, _ = decoded[best]
-    kept = np.isin(bt, B._trim_to_notes(bt, notes, 0.0))
-    bt, is_downbeat = B.snap_to_onsets(bt[kept], notes, 0.06), is_downbeat[kept]
     if len(bt) < 2:
         return B.estimate_metre_rule(perf)
     first = np.flatnonzero(is_downbeat)
