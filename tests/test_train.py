@@ -307,8 +307,9 @@ def test_every_training_config_loads_and_builds_its_model(name):
     if train_config.init_from and not train_config.init_from.startswith("work/"):  # shipped: it exists and fits
         from keyscribe.warm_start import warm_start
         assert warm_start(model, init_from)
-    elif train_config.init_from:  # an earlier model, from git by the command its config's comment gives
-        assert "git show" in CONFIG.with_name(f"{name}.toml").read_text()
+    elif train_config.init_from:  # an earlier model (from git) or a run's export, by the command its comment gives
+        text = CONFIG.with_name(f"{name}.toml").read_text()
+        assert "git show" in text or "keyscribe export-model" in text
 
 
 def test_a_run_warm_started_from_the_shipped_model_starts_as_it_with_frozen_batch_norms(tiny_dataset, tmp_path):
