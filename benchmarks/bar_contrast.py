@@ -73,12 +73,12 @@ def beat_features(beats: np.ndarray, notes, downbeat_prob: np.ndarray) -> np.nda
 def contrasts(entry, sessions) -> dict:
     perf, ann = load_performance(entry.performance), asap.read_annotations(entry.annotations)
     notes = notenet.sorted_notes(perf)
-    downbeat_prob = notenet.both_probabilities(sessions[0], notes, sessions[1])[1]
-    beat_act, downbeat_act = notenet.bar_activations(sessions[0], notes, sessions[1])
+    probs = notenet.both_probabilities(sessions[0], notes, sessions[1])
+    beat_act, downbeat_act = notenet.activations_of(notes, probs)
     decoded = {m: notenet.decode_bars(notes, beat_act, downbeat_act, m) for m in (2, 4)}
     beats, is_downbeat, _ = decoded[4]
     position = bar_positions(is_downbeat, 4)
-    values = beat_features(beats, notes, downbeat_prob)
+    values = beat_features(beats, notes, probs[1])
     out = []
     for x in values.T:
         first, third = x[position == 0], x[position == 2]

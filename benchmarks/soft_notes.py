@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import lru_cache
 from pathlib import Path
 
+import mir_eval
 import numpy as np
 from tqdm import tqdm
 
@@ -43,11 +45,11 @@ PEAK_WINDOW = (-1, 3)  # frames around the labelled onset searched for the model
 FOUND_S, NEAR_S = 0.05, 0.15
 
 
+@lru_cache(maxsize=None)
 def harmonic_bins(pitch: int, features: FeatureConfig) -> list[int]:
     """The mel bands whose centres are nearest to the first harmonics of `pitch` (below fmax)."""
-    edges = np.linspace(hz_to_mel(features.fmin_hz), hz_to_mel(features.fmax_hz), features.n_mels + 2)
-    centres = edges[1:-1]
-    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    centres = np.linspace(hz_to_mel(features.fmin_hz), hz_to_mel(features.fmax_hz), features.n_mels + 2)[1:-1]
+    f0 = float(mir_eval.util.midi_to_hz(pitch))
     return [int(np.argmin(np.abs(centres - hz_to_mel(h * f0)))) for h in HARMONICS if h * f0 < features.fmax_hz]
 
 

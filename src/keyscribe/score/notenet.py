@@ -149,9 +149,14 @@ def tracked_beats(session, notes, downbeat_session=None) -> tuple[np.ndarray, np
 
 
 def bar_activations(session, notes, downbeat_session=None) -> tuple[np.ndarray, np.ndarray]:
-    """(beat, downbeat) activations at FPS of sorted `notes` for the bar-pointer HMM: the networks'
-    probabilities on onset frames, a low beat rate and the downbeat prior elsewhere."""
-    probs = both_probabilities(session, notes, downbeat_session)
+    """(beat, downbeat) activations at FPS of sorted `notes` for the bar-pointer HMM (`activations_of` the
+    networks' probabilities)."""
+    return activations_of(notes, both_probabilities(session, notes, downbeat_session))
+
+
+def activations_of(notes, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(beat, downbeat) activations at FPS from (2, N) note probabilities: the probabilities on onset frames,
+    a low beat rate and the downbeat prior elsewhere."""
     n_frames = n_frames_of(notes)
     return (onset_activation(notes, probs[0], n_frames, NO_ONSET_ACTIVATION),
             onset_activation(notes, probs[1], n_frames, DOWNBEAT_PRIOR))
