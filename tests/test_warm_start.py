@@ -73,6 +73,22 @@ def test_a_gcn_model_takes_the_front_end_and_pedal_but_keeps_its_own_classifiers
     assert_computes_as(model, SHIPPED, mel, names=("pedal",))
 
 
+def test_a_gcn_with_one_hot_key_embeddings_starts_as_the_linear_heads_it_was_solved_from(cnn_rnn_export, mel):
+    cooccurrence = np.random.default_rng(1).uniform(0.0, 0.4, (88, 88))  # a graph with many edges
+    model = Transcriber(shipped_config(variant="crgcn", key_embedding=88, gcn_hidden=96), cooccurrence)
+    filled = warm_start(model, cnn_rnn_export)
+    assert {"heads.embedding", "heads.gc1.weight", "heads.gc2.weight", "heads.bias"} <= set(filled)
+    assert_computes_as(model, cnn_rnn_export, mel)
+    model(torch.from_numpy(mel))["onset"].sum().backward()  # and learns through the graph from there
+    assert model.heads.embedding.grad.abs().sum() > 0 and model.heads.gc1.weight.grad.abs().sum() > 0
+
+
+def test_a_gcn_whose_hidden_layer_is_narrower_than_the_keys_cannot_start_from_linear_heads(cnn_rnn_export):
+    with pytest.raises(ModelError, match="gcn_hidden >= 88") as info:
+        warm_start(Transcriber(shipped_config(variant="crgcn", key_embedding=88, gcn_hidden=64)), cnn_rnn_export)
+    assert "\n" not in str(info.value)
+
+
 def test_a_front_end_of_another_size_is_a_one_line_error():
     with pytest.raises(ModelError, match="does not fit") as info:
         warm_start(Transcriber(shipped_config(lstm_hidden=64)), SHIPPED)

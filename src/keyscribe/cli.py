@@ -246,7 +246,7 @@ def _add_tune_decoding(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune-decoding", help="choose decoding thresholds on the synthetic validation set")
     p.add_argument("--checkpoint", required=True, help="a training checkpoint; its run's config.json is updated")
     p.add_argument("--dataset", default="work/dataset", help="rendered dataset with a validation split")
-    p.add_argument("--excerpts", type=int, default=120, help="validation excerpts to use")
+    p.add_argument("--excerpts", type=int, default=0, help="validation excerpts to use (0: all)")
     p.set_defaults(run=_run_tune_decoding)
 
 
@@ -257,13 +257,14 @@ def _run_tune_decoding(args: argparse.Namespace) -> int:
 
     from keyscribe import report
     from keyscribe.data.shards import load_split
-    decode, grid = report.tune_decoding(args.checkpoint, load_split(args.dataset, "validation")[: args.excerpts])
+    excerpts = load_split(args.dataset, "validation")
+    decode, grid = report.tune_decoding(args.checkpoint, excerpts[: args.excerpts or None])
     for key, score in sorted(grid.items(), key=lambda kv: -kv[1])[:5]:
         print(f"onset/frame threshold {key}: mean of note and note-with-offset F1 {score:.4f}")
     config_path = Path(args.checkpoint).parent / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     config["decode"] = {**config.get("decode", {}), **asdict(decode)}
-    config["decode_tuning"] = {"dataset": args.dataset, "excerpts": args.excerpts, "grid": grid}
+    config["decode_tuning"] = {"dataset": args.dataset, "excerpts": len(excerpts[: args.excerpts or None]), "grid": grid}
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     print(f"chose onset {decode.onset_threshold}, frame {decode.frame_threshold}; saved in {config_path}")
     return 0

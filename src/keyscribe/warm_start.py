@@ -9,7 +9,11 @@ rebuilt front end therefore gets identity batch norms, which training must keep 
 What is taken: the front end and the pedal head always; of the onset/offset/frame/velocity heads, what
 both models have: linear heads between `cnn_rnn` and `cnn_rnn_mlp` (a `cnn_rnn_mlp` started from a `cnn_rnn`
 gets its pair MLP's last layer at zero, so it starts as the exported model), and all of a `cnn_rnn_mlp`'s
-heads into another. A `crgcn` export's classifiers are folded into one constant and are not taken.
+heads into another. A `crgcn` with one embedding dimension per key (`key_embedding` = 88) started from linear
+heads gets graph-convolution weights solved to give exactly those classifiers (`solve_graph_classifiers`), so it
+starts as the export and what training changes is learnt through the graph (with fewer embedding dimensions it
+keeps its own classifiers). A `crgcn` export's classifiers are
+folded into one constant and are not taken.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ import torch
 from torch import nn
 
 from keyscribe.errors import ModelError
-from keyscribe.model import Transcriber
+from keyscribe.model import HEADS, GraphClassifiers, Transcriber
+from keyscribe.notes import N_KEYS
 
 # ONNX orders an LSTM's gates input, output, forget, cell; torch input, forget, cell, output.
 _ONNX_TO_TORCH_GATES = [0, 2, 3, 1]
@@ -115,7 +120,33 @@ def warm_start(model: Transcriber, onnx_path: str | os.PathLike) -> list[str]:
             last = model.heads.pair_mlp[-1]  # a new pair MLP adds nothing at first: the model starts as the export
             last.weight.zero_()
             last.bias.zero_()
+        # with fewer embedding dimensions than keys no weights give linear heads' classifiers: the GCN keeps its own
+        if isinstance(model.heads, GraphClassifiers) and model.heads.gc1.in_features == N_KEYS and "heads.linear.weight" in state:
+            solve_graph_classifiers(model.heads, state["heads.linear.weight"], state["heads.linear.bias"])
+            fits |= {f"heads.{name}": value for name, value in model.heads.named_parameters()}
     return sorted(fits)
+
+
+def solve_graph_classifiers(heads: GraphClassifiers, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """Set the graph convolutions so that their classifiers equal linear heads' (`weight` (heads * 88, d),
+    `bias` (heads * 88,), rows ordered head by head as `LinearHeads` has them).
+
+    The classifiers are A @ gc2(act(A @ gc1(E))). With one-hot key embeddings (E = I), gc1 solved so that the
+    first layer's output is M = I + 0.1 (positive, so the LeakyReLU passes it unchanged, and of full rank),
+    gc2 is the least-squares solution of A M gc2^T = L, exact because A M has rank 88. Needs key_embedding = 88
+    and gcn_hidden >= 88: with fewer dimensions the classifiers have rank below 88 and no solution exists."""
+    n_embed, hidden = heads.gc1.in_features, heads.gc1.out_features
+    if n_embed != N_KEYS or hidden < N_KEYS:
+        raise ModelError(f"a crgcn starts from linear heads only with key_embedding = {N_KEYS} and gcn_hidden >= "
+                         f"{N_KEYS} (this one: {n_embed}, {hidden})")
+    adjacency = heads.adjacency.double()
+    first = torch.eye(N_KEYS, hidden, dtype=torch.float64) + 0.1
+    # L[k] = key k's classifiers for every head side by side, as gc2's output is viewed (88, heads, d)
+    target = weight.double().view(len(HEADS), N_KEYS, -1).permute(1, 0, 2).reshape(N_KEYS, -1)
+    heads.embedding.copy_(torch.eye(N_KEYS))
+    heads.gc1.weight.copy_(torch.linalg.solve(adjacency, first).T.float())
+    heads.gc2.weight.copy_((torch.linalg.pinv(adjacency @ first) @ target).T.float())
+    heads.bias.copy_(bias.view(len(HEADS), N_KEYS))
 
 
 def _renamed_for(model: Transcriber, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
