@@ -12,8 +12,7 @@ gets its pair MLP's last layer at zero, so it starts as the exported model), and
 heads into another. A `crgcn` with one embedding dimension per key (`key_embedding` = 88) started from linear
 heads gets graph-convolution weights solved to give exactly those classifiers (`solve_graph_classifiers`), so it
 starts as the export and what training changes is learnt through the graph (with fewer embedding dimensions it
-keeps its own classifiers). A `crgcn` export's classifiers are
-folded into one constant and are not taken.
+keeps its own classifiers). A `crgcn` export's classifiers are folded into one constant and are not taken.
 """
 from __future__ import annotations
 
@@ -121,7 +120,8 @@ def warm_start(model: Transcriber, onnx_path: str | os.PathLike) -> list[str]:
             last.weight.zero_()
             last.bias.zero_()
         # with fewer embedding dimensions than keys no weights give linear heads' classifiers: the GCN keeps its own
-        if isinstance(model.heads, GraphClassifiers) and model.heads.gc1.in_features == N_KEYS and "heads.linear.weight" in state:
+        one_hot_gcn = isinstance(model.heads, GraphClassifiers) and model.heads.gc1.in_features == N_KEYS
+        if one_hot_gcn and "heads.linear.weight" in state:
             solve_graph_classifiers(model.heads, state["heads.linear.weight"], state["heads.linear.bias"])
             fits |= {f"heads.{name}": value for name, value in model.heads.named_parameters()}
     return sorted(fits)
