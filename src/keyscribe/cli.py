@@ -257,14 +257,14 @@ def _run_tune_decoding(args: argparse.Namespace) -> int:
 
     from keyscribe import report
     from keyscribe.data.shards import load_split
-    excerpts = load_split(args.dataset, "validation")
-    decode, grid = report.tune_decoding(args.checkpoint, excerpts[: args.excerpts or None])
+    excerpts = load_split(args.dataset, "validation")[: args.excerpts or None]
+    decode, grid = report.tune_decoding(args.checkpoint, excerpts)
     for key, score in sorted(grid.items(), key=lambda kv: -kv[1])[:5]:
         print(f"onset/frame threshold {key}: mean of note and note-with-offset F1 {score:.4f}")
     config_path = Path(args.checkpoint).parent / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     config["decode"] = {**config.get("decode", {}), **asdict(decode)}
-    config["decode_tuning"] = {"dataset": args.dataset, "excerpts": len(excerpts[: args.excerpts or None]), "grid": grid}
+    config["decode_tuning"] = {"dataset": args.dataset, "excerpts": len(excerpts), "grid": grid}
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     print(f"chose onset {decode.onset_threshold}, frame {decode.frame_threshold}; saved in {config_path}")
     return 0
